@@ -1,0 +1,1 @@
+"""laps_jax: efficient video transformers (LAPS, LVT and baselines) in JAX / Flax NNX."""
