@@ -1,0 +1,113 @@
+"""Building blocks shared by every model: parameters with logical axis names, LayerNorm, Linear,
+the ViT MLP and stochastic depth.
+
+Every parameter is created through `sharded_param`, so it carries logical axis names (metadata
+`out_sharding`, e.g. `('embed', 'mlp')`). The training loop maps those names onto mesh axes
+(`data`, `fsdp`, `tensor`) through rules in the config; outside a mesh the names are inert.
+Parameters are float32; `dtype` is the compute dtype (bfloat16 on accelerators).
+"""
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[..., jax.Array]
+LogicalAxes = Sequence[str | None]
+
+trunc_normal_02 = nnx.initializers.truncated_normal(stddev=0.02)
+zeros = nnx.initializers.zeros_init()
+ones = nnx.initializers.ones_init()
+
+
+def sharded_param(rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...],
+                  axes: LogicalAxes) -> nnx.Param:
+  """A float32 `nnx.Param` of `shape`, initialised by `init`, annotated with logical `axes`.
+
+  Inside `jax.set_mesh(mesh)` (and the config's logical-axis rules) the value is created sharded;
+  outside a mesh (tests, weight conversion on one host) the names are only recorded.
+  """
+  if len(axes) != len(shape):
+    raise ValueError(f'logical axes {axes} do not match parameter shape {shape}')
+  mesh_active = not jax.sharding.get_abstract_mesh().empty
+  return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=tuple(axes),
+                   eager_sharding=mesh_active)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, as PyTorch's nn.GELU() in both papers' code."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last axis, statistics in float32 (eps differs by place: 1e-6 or 1e-5)."""
+
+  def __init__(self, features: int, *, epsilon: float, rngs: nnx.Rngs, axis_name: str = 'embed'):
+    self.epsilon = epsilon
+    self.scale = sharded_param(rngs, ones, (features,), (axis_name,))
+    self.bias = sharded_param(rngs, zeros, (features,), (axis_name,))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel + bias over the last axis. kernel: (in, out), bias: (out,)."""
+
+  def __init__(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
+               rngs: nnx.Rngs, dtype=jnp.float32, kernel_init: Initializer = trunc_normal_02,
+               bias_init: Initializer = zeros):
+    self.dtype = dtype
+    self.kernel = sharded_param(rngs, kernel_init, (in_features, out_features), axes)
+    self.bias = sharded_param(rngs, bias_init, (out_features,), (axes[1],))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jnp.einsum('...i,io->...o', x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return y + self.bias[...].astype(self.dtype)
+
+
+class Mlp(nnx.Module):
+  """The ViT MLP: fc1 (C -> mlp_dim) -> GELU -> dropout -> fc2 (mlp_dim -> C) -> dropout."""
+
+  def __init__(self, hidden_size: int, mlp_dim: int, *, dropout_rate: float, dtype, rngs: nnx.Rngs):
+    self.fc1 = Linear(hidden_size, mlp_dim, axes=('embed', 'mlp'), dtype=dtype, rngs=rngs)
+    self.fc2 = Linear(mlp_dim, hidden_size, axes=('mlp', 'embed'), dtype=dtype, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = self.dropout(gelu(self.fc1(x)), deterministic=not train)
+    return self.dropout(self.fc2(x), deterministic=not train)
+
+
+class DropPath(nnx.Module):
+  """Stochastic depth: drops a residual branch for whole examples (axis 0) during training."""
+
+  def __init__(self, rate: float, *, rngs: nnx.Rngs):
+    self.rate = rate
+    self.rngs = rngs['dropout'].fork() if rate > 0 else None
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
+  """Stochastic-depth rate per block, rising linearly from 0 to `drop_path_rate` (timm's rule)."""
+  if num_layers == 1:
+    return [0.0]
+  return [drop_path_rate * i / (num_layers - 1) for i in range(num_layers)]
+
+
+def compute_dtype(name: str):
+  """The config's `dtype` string as a jnp dtype (parameters stay float32)."""
+  dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+  if name not in dtypes:
+    raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got {name!r}")
+  return dtypes[name]
