@@ -1,0 +1,14 @@
+"""Video data for laps_jax: TFDS builders, preparation, sampling, augmentation and the grain pipeline.
+
+Kept import-light on purpose: preparation worker processes are started with `spawn` and import only
+the module that holds their function (`video_decode`, `synthetic_motion`), never TFDS or JAX.
+
+  - `video_decode`: PyAV decoding of a whole file into JPEG frames (preparation time) and JPEG
+    decoding of the sampled frames (training time).
+  - `builder_common`: the TFDS builder base shared by the video datasets (features, parallel
+    preparation, the skip list).
+  - `kinetics`, `ssv2`, `synthetic_motion`: the datasets; `registry`: name -> builder class.
+  - `prepare`: `python -m laps_jax.data.prepare --dataset=NAME --manual_dir=DIR --data_dir=DIR`.
+  - `sampling`, `augment`, `mixup`: what the pipeline does to one clip / one batch.
+  - `pipeline`: config keys, loaders, `to_global` (the entry point for training).
+"""
