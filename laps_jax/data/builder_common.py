@@ -184,7 +184,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                     skipped: Sequence[tuple[str, str, str]]) -> None:
     # During preparation `data_dir` is TFDS's temporary folder, renamed to the final one at the end.
     path = write_skip_file(self.data_dir, split, skipped)
-    final = os.path.join(str(self.data_path), os.path.basename(path))
+    root = os.path.dirname(os.path.dirname(os.fspath(self.data_dir)))
+    final = os.path.join(root, self.name, str(self.version), os.path.basename(path))
     if skipped:
       log.warning('%s %s: skipped %d of %d videos (listed in %s)', self.name, split, len(skipped),
                   num_items, final)

@@ -137,6 +137,27 @@ def decode_video_file(path: str, short_side: int = 320, jpeg_quality: int = 90) 
                       height=size[0], width=size[1])
 
 
+def write_video(path: str, frames: np.ndarray, fps: int = 25, codec: str | None = None) -> None:
+  """Writes uint8[T, H, W, 3] RGB frames as a video file with PyAV (tests, benchmarks, demos).
+
+  codec: default by extension: .mp4 -> libx264, .webm -> libvpx-vp9, else mpeg4. H and W must be
+  even (yuv420p).
+  """
+  if codec is None:
+    ext = os.path.splitext(path)[1].lower()
+    codec = {'.mp4': 'libx264', '.webm': 'libvpx-vp9'}.get(ext, 'mpeg4')
+  frames = np.asarray(frames, np.uint8)
+  with av.open(path, 'w') as container:
+    stream = container.add_stream(codec, rate=fps)
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = 'yuv420p'
+    for pixels in frames:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
 def decode_jpeg(data: bytes, min_size: tuple[int, int] | None = None) -> Image.Image:
   """JPEG bytes -> RGB PIL image.
 
