@@ -1,0 +1,48 @@
+"""Importing published weights into laps_jax models.
+
+Sources (`import_weights(source, ...)`, or `python -m laps_jax.convert --source=...`):
+  'vit-npz'       Google's ImageNet ViT `.npz` (original ViT and AugReg)  -> ViT family   vit_npz.py
+  'timm'          timm ViT state dicts (.safetensors, .pth, .bin)          -> ViT family   timm_state_dict.py
+  'laps-pytorch'  official LAPS `VideoNet` checkpoints (.pth.tar)          -> laps, vit2d  laps_pytorch.py
+  'lvt-pytorch'   official LVT (PySlowFast) checkpoints                    -> lvt          lvt_pytorch.py
+
+Every importer maps names and layouts into a `ConvertedWeights` (assign.py), which is checked
+strictly against the model (a missing, left-over or mis-shaped key is a `WeightImportError`
+listing all of them) and logged (what was dropped or re-initialised). PyTorch files are read with
+`weights_only=True` only (torch_io.py); torch is optional and needed only for them.
+"""
+from flax import nnx
+
+from laps_jax.weights import laps_pytorch, lvt_pytorch, timm_state_dict, vit_npz
+from laps_jax.weights.assign import ConvertedWeights, assign_converted
+from laps_jax.weights.errors import UnsafeCheckpointError, WeightImportError
+
+CONVERTERS = {
+    'vit-npz': vit_npz.convert,
+    'timm': timm_state_dict.convert,
+    'laps-pytorch': laps_pytorch.convert,
+    'lvt-pytorch': lvt_pytorch.convert,
+}
+SOURCES = tuple(CONVERTERS)
+
+
+def convert_file(source: str, path: str, model: nnx.Module, config) -> ConvertedWeights:
+  """The weights in `path` (format `source`) in `model`'s names and layouts, not yet assigned."""
+  if source not in CONVERTERS:
+    raise ValueError(f'unknown weight source {source!r}; expected one of {SOURCES}')
+  return CONVERTERS[source](path, config, model)
+
+
+def import_weights(source: str, path: str, model: nnx.Module, config) -> ConvertedWeights:
+  """Loads `path` (format `source`) into `model` (built from `config`, the model config) in place.
+
+  Raises WeightImportError if anything does not fit; logs what was dropped or re-initialised.
+  Returns the ConvertedWeights (its `keep_initialised` and `dropped` say what happened).
+  """
+  converted = convert_file(source, path, model, config)
+  assign_converted(model, converted, f'{path} ({source})')
+  return converted
+
+
+__all__ = ['CONVERTERS', 'SOURCES', 'ConvertedWeights', 'UnsafeCheckpointError', 'WeightImportError',
+           'convert_file', 'import_weights']
