@@ -57,6 +57,8 @@ CLASS_NAMES = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 SPLIT_IDS = {'train': 0, 'validation': 1}
+DEFAULT_NUM_TRAIN = 4000
+DEFAULT_NUM_VALIDATION = 400
 
 RED = np.array([215.0, 45.0, 45.0])
 BLUE = np.array([45.0, 75.0, 225.0])
@@ -181,15 +183,18 @@ class SyntheticMotion(builder_common.VideoDatasetBuilder):
   """Generated clips whose 8 classes need temporal order; see `laps_jax.data.synthetic_motion`.
 
   Builder keyword arguments (besides those of `VideoDatasetBuilder`; `short_side` is unused, frames
-  are stored at `size`): num_train (4000), num_validation (400), seed (0), num_frames (16),
-  size (64). They are recorded in the dataset's metadata.
+  are stored at `size`): num_train (DEFAULT_NUM_TRAIN = 4000), num_validation
+  (DEFAULT_NUM_VALIDATION = 400), seed (0), num_frames (16), size (64). They are recorded in the
+  dataset's metadata.
   """
 
-  def __init__(self, *, num_train: int = 4000, num_validation: int = 400, seed: int = 0,
-               num_frames: int = 16, size: int = 64, **kwargs):
+  def __init__(self, *, num_train: int | None = None, num_validation: int | None = None,
+               seed: int = 0, num_frames: int = 16, size: int = 64, **kwargs):
     if num_frames % 2 or num_frames < 4:
       raise ValueError(f'num_frames must be even and >= 4, got {num_frames}')
-    self.num_train, self.num_validation, self.seed = num_train, num_validation, seed
+    self.num_train = DEFAULT_NUM_TRAIN if num_train is None else num_train
+    self.num_validation = DEFAULT_NUM_VALIDATION if num_validation is None else num_validation
+    self.seed = seed
     self.spec = MotionSpec(num_frames=num_frames, size=size)
     if self.spec.speed * (num_frames // 2 - 1) > size - 1 - 2 * self.spec.margin:
       raise ValueError(f'size {size} too small for {num_frames} frames at '
