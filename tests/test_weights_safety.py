@@ -26,10 +26,11 @@ class WritesMarkerWhenUnpickled:
 def test_malicious_pickle_is_refused_and_does_not_run(tmp_path, writer):
   marker = str(tmp_path / 'pwned')
   path = str(tmp_path / 'checkpoint.pth')
-  payload = {'state_dict': {'w': torch.zeros(2)}, 'extra': WritesMarkerWhenUnpickled(marker)}
   if writer == 'torch.save':
+    payload = {'state_dict': {'w': torch.zeros(2)}, 'extra': WritesMarkerWhenUnpickled(marker)}
     torch.save(payload, path)   # zip format
   else:
+    payload = {'state_dict': {'w': [0.0, 0.0]}, 'extra': WritesMarkerWhenUnpickled(marker)}
     with open(path, 'wb') as f:  # legacy plain pickle, protocol 2 as torch's legacy format
       pickle.dump(payload, f, protocol=2)
   assert not os.path.exists(marker)

@@ -49,7 +49,7 @@ def load_torch_file(path: str):
     raise UnsafeCheckpointError(
         f'refusing to load {path}: it holds pickled Python objects other than tensors and plain '
         f'containers, so unpickling it could run code from the file. '
-        f'{detail[0] if detail else str(e).splitlines()[-1]}. If you trust the file, load it '
+        f'{(detail[0] if detail else str(e).splitlines()[-1]).rstrip(".")}. If you trust the file, load it '
         f'yourself with torch.load(..., weights_only=False) and torch.save only its state dict, '
         f'or save it as .safetensors, then convert that.') from None
 
