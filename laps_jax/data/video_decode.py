@@ -137,11 +137,12 @@ def decode_video_file(path: str, short_side: int = 320, jpeg_quality: int = 90) 
                       height=size[0], width=size[1])
 
 
-def write_video(path: str, frames: np.ndarray, fps: int = 25, codec: str | None = None) -> None:
+def write_video(path: str, frames: np.ndarray, fps: int = 25, codec: str | None = None,
+                bit_rate: int | None = None) -> None:
   """Writes uint8[T, H, W, 3] RGB frames as a video file with PyAV (tests, benchmarks, demos).
 
   codec: default by extension: .mp4 -> libx264, .webm -> libvpx-vp9, else mpeg4. H and W must be
-  even (yuv420p).
+  even (yuv420p). bit_rate: bits / s (default: the codec's own rate control).
   """
   if codec is None:
     ext = os.path.splitext(path)[1].lower()
@@ -151,6 +152,8 @@ def write_video(path: str, frames: np.ndarray, fps: int = 25, codec: str | None 
     stream = container.add_stream(codec, rate=fps)
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = 'yuv420p'
+    if bit_rate:
+      stream.bit_rate = int(bit_rate)
     for pixels in frames:
       for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format='rgb24')):
         container.mux(packet)
