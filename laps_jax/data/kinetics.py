@@ -165,6 +165,7 @@ class _KineticsBuilder(builder_common.VideoDatasetBuilder, skip_registration=Tru
           f'{csvs["train"]}: {len(names)} distinct labels, {self.name} has {self.NUM_CLASSES}. '
           'To build from a subset of the classes pass strict_num_classes=False to the builder '
           '(--allow_class_subset to prepare).')
+    self._compare_with_official_names(names, csvs['train'])
     label_ids = {name: i for i, name in enumerate(names)}
     for split, rows in annotations.items():
       for label, name in rows:
@@ -189,6 +190,19 @@ class _KineticsBuilder(builder_common.VideoDatasetBuilder, skip_registration=Tru
                len(items))
       generators[split] = self._generate_examples(split=split, items=items, missing=missing)
     return generators
+
+  def _compare_with_official_names(self, names: Sequence[str], csv_path: str) -> None:
+    """Warns when the classes differ from the official list (laps_jax/data/labels/<name>.txt):
+    label ids would then not match published checkpoints."""
+    official_path = os.path.join(os.path.dirname(__file__), 'labels', f'{self.name}.txt')
+    if not self.strict_num_classes or not os.path.exists(official_path):
+      return
+    with open(official_path) as f:
+      official = [line.rstrip('\n') for line in f if line.strip()]
+    if list(names) != official:
+      differ = sorted(set(names) ^ set(official))[:6]
+      log.warning('%s: the classes of %s differ from the official %s list (e.g. %s); label ids '
+                  'will not match published checkpoints', self.name, csv_path, self.name, differ)
 
   def _generate_examples(self, split, items, missing):
     yield from self._generate_video_examples(split, items, missing)
