@@ -1,0 +1,84 @@
+"""`--config.mode=dry_run`: compile the train step for the configured mesh, without data or
+parameters in memory, and report what one device needs and how much work a step is.
+
+Everything is abstract (ShapeDtypeStructs with shardings), so a laptop can check a ViT-B run on
+a simulated mesh: XLA_FLAGS=--xla_force_host_platform_device_count=8 on a CPU machine.
+The numbers are XLA's own (`compiled.memory_analysis()` / `cost_analysis()`) for the backend the
+compile ran on: compile on the target accelerator for exact figures; the CPU figures are a guide
+(XLA's CPU and GPU/TPU buffer assignment and fusion differ).
+"""
+import time
+
+import jax
+from absl import logging
+from clu import parameter_overview
+from flax import nnx
+
+from laps_jax.train import train_state as ts_lib
+
+
+def _gib(n: float) -> str:
+  return f'{n / 2**30:.3f} GiB'
+
+
+def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
+  """Lowers and compiles the train step; logs and returns memory (bytes per device) and FLOPs."""
+  shardings = ts_lib.shardings_of(abstract_state)
+  step = ts_lib.jit_train_step(graphdef, shardings, mesh)
+  batch = ts_lib.abstract_batch(config.batch_size, config.model.num_frames, config.model.image_size,
+                                config.model.num_classes, mesh)
+  start = time.monotonic()
+  compiled = step.lower(abstract_state, batch).compile()
+  compile_s = time.monotonic() - start
+
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops_per_device = float(cost.get('flops', float('nan')))
+  num_params = parameter_overview.count_parameters(
+      nnx.to_pure_dict(nnx.filter_state(abstract_state['model'], nnx.Param)))
+  # Arguments (state + batch shard) stay live; the donated state aliases the output buffers.
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  results = {
+      'backend': jax.default_backend(),
+      'mesh': dict(mesh.shape),
+      'devices': mesh.size,
+      'global_batch': config.batch_size,
+      'batch_per_device': config.batch_size // (mesh.shape['data'] * mesh.shape['fsdp']),
+      'parameters': num_params,
+      'compile_seconds': compile_s,
+      'memory_per_device': {
+          'arguments': memory.argument_size_in_bytes,
+          'outputs': memory.output_size_in_bytes,
+          'aliased (donated)': memory.alias_size_in_bytes,
+          'temporaries': memory.temp_size_in_bytes,
+          'generated_code': memory.generated_code_size_in_bytes,
+          'total': total,
+      },
+      'peak_memory_per_device': getattr(memory, 'peak_memory_in_bytes', None),
+      'flops_per_device_per_step': flops_per_device,
+      'flops_per_step': flops_per_device * mesh.size,
+  }
+  lines = [
+      f'Dry run of the train step on {results["devices"]} {results["backend"]} device(s), '
+      f'mesh {results["mesh"]} (compiled in {compile_s:.1f} s)',
+      f'  model {config.model.name}: {num_params / 1e6:.2f} M parameters; global batch '
+      f'{config.batch_size} ({results["batch_per_device"]} per device) × '
+      f'{config.model.num_frames}×{config.model.image_size}² clips; '
+      f'gradient accumulation {config.optimizer.grad_accum_steps}',
+      '  memory per device (XLA memory analysis):',
+      *[f'    {k:<18} {_gib(v)}' for k, v in results['memory_per_device'].items()],
+  ]
+  if results['peak_memory_per_device']:
+    lines.append(f'    {"peak (XLA)":<18} {_gib(results["peak_memory_per_device"])}')
+  lines += [
+      f'  FLOPs per train step: {flops_per_device / 1e12:.3f} TFLOP per device, '
+      f'{results["flops_per_step"] / 1e12:.3f} TFLOP in all '
+      f'({results["flops_per_step"] / config.batch_size / 1e9:.1f} GFLOP per clip, forward + backward)',
+  ]
+  text = '\n'.join(lines)
+  logging.info('\n%s', text)
+  if jax.process_index() == 0:
+    print(text, flush=True)
+  return results

@@ -1,0 +1,101 @@
+"""The optax optimizer and learning-rate schedule that a config describes.
+
+Units: the schedule counts *optimizer updates*. With gradient accumulation (`optax.MultiSteps`)
+one update happens every `config.optimizer.grad_accum_steps` train steps, and the schedule only
+advances then. Config values are in epochs (as in the papers) and converted here with
+`updates_per_epoch`.
+
+config.optimizer:
+  name              'sgd' (momentum, PyTorch-style coupled weight decay) or 'adamw'
+  momentum, nesterov            SGD
+  b1, b2, eps                   AdamW
+  weight_decay      0 = off; SGD adds wd·param to the gradient, AdamW decouples it (lr·wd·param)
+  decay_pattern     regex over parameter paths ('blocks/0/mlp/fc1/kernel'); only matches decay —
+                    the default r'(^|/)kernel$' leaves norms, biases, cls token and the position /
+                    temporal embeddings undecayed
+  clip_norm         global-norm gradient clipping before the update (0 = off)
+  grad_accum_steps  micro-batches per update (optax.MultiSteps; 1 = off)
+config.schedule:
+  name              'piecewise' (×decay_factor at each of decay_epochs) or 'warmup_cosine'
+  base_lr           peak learning rate
+  warmup_epochs     linear warm-up from 0 (both schedules)
+  decay_epochs      piecewise boundaries, in epochs
+  decay_factor      piecewise multiplier at each boundary
+  end_lr            cosine: final learning rate
+"""
+import re
+
+import jax
+import optax
+
+
+def make_schedule(schedule_config, *, updates_per_epoch: float, total_updates: int) -> optax.Schedule:
+  """Learning rate as a function of the optimizer-update count."""
+  c = schedule_config
+  warmup = int(round(c.warmup_epochs * updates_per_epoch))
+  if c.name == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=c.base_lr, warmup_steps=warmup,
+        decay_steps=max(total_updates, warmup + 1), end_value=c.end_lr)
+  if c.name == 'piecewise':
+    boundaries = {int(round(e * updates_per_epoch)) - warmup: c.decay_factor for e in c.decay_epochs}
+    constant = optax.piecewise_constant_schedule(c.base_lr, boundaries)
+    if warmup == 0:
+      return constant
+    ramp = optax.linear_schedule(0.0, c.base_lr, warmup)
+    return optax.join_schedules([ramp, constant], [warmup])
+  raise ValueError(f"config.schedule.name must be 'piecewise' or 'warmup_cosine', got {c.name!r}")
+
+
+def weight_decay_mask(pattern: str):
+  """A mask function for optax: params tree -> tree of bools, True where the '/'-joined path
+  ('blocks/0/mlp/fc1/kernel') matches `pattern`. optax calls it at init and at every update."""
+  regex = re.compile(pattern)
+
+  def mask(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(regex.search('/'.join(_key_names(path)))), params)
+  return mask
+
+
+def _key_names(path) -> list[str]:
+  """Dict keys and list indices of a tree path. Attribute keys are skipped: nnx.Variable nodes
+  add a trailing `.value` when optax sees the un-purified state (at init)."""
+  names = []
+  for key in path:
+    if isinstance(key, jax.tree_util.DictKey):
+      names.append(str(key.key))
+    elif isinstance(key, jax.tree_util.SequenceKey):
+      names.append(str(key.idx))
+  return names
+
+
+def make_optimizer(config, *, updates_per_epoch: float, total_updates: int):
+  """(tx, schedule) for `config.optimizer` / `config.schedule`.
+
+  tx: clip_by_global_norm -> [weight decay] -> SGD-momentum | AdamW, wrapped in optax.MultiSteps
+  when grad_accum_steps > 1 (gradients are averaged over the micro-batches, as a loss divided by
+  the number of micro-batches would give).
+  """
+  o = config.optimizer
+  schedule = make_schedule(config.schedule, updates_per_epoch=updates_per_epoch,
+                           total_updates=total_updates)
+  mask = weight_decay_mask(o.decay_pattern)
+  parts = []
+  if o.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(o.clip_norm))
+  if o.name == 'sgd':
+    if o.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(o.weight_decay, mask=mask))
+    parts.append(optax.sgd(schedule, momentum=o.momentum or None, nesterov=o.nesterov))
+  elif o.name == 'adamw':
+    parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                             mask=mask))
+  else:
+    raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {o.name!r}")
+  tx = optax.chain(*parts)
+  if o.grad_accum_steps < 1:
+    raise ValueError(f'config.optimizer.grad_accum_steps must be >= 1, got {o.grad_accum_steps}')
+  if o.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=o.grad_accum_steps)
+  return tx, schedule

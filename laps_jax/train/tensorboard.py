@@ -1,0 +1,89 @@
+"""clu's TensorBoard metric writer, without TensorFlow.
+
+With the pinned clu 0.0.12, `import clu.metric_writers` (and so `clu.periodic_actions`) imports
+`clu.metric_writers.summary_writer`, which is `import tensorflow`. TensorFlow is not a
+dependency here (hundreds of MB, and TFDS changes behaviour when it is present). `install()`
+registers, before clu is imported, a `clu.metric_writers.summary_writer` module whose
+`SummaryWriter` implements clu's `MetricWriter` interface with `tensorboard.summary.Writer`
+(TensorBoard's own NumPy-only event writer). clu's `create_default_writer` then writes
+TensorBoard event files as usual. Scalars go to TensorBoard; the other kinds (images, texts,
+histograms, hparams) are not written by this backend (the log still has them).
+
+If TensorFlow is installed, clu's own writer is used and `install()` does nothing.
+"""
+import importlib.util
+import os
+import sys
+import types
+from typing import Any, Mapping
+
+from absl import logging
+
+_SUMMARY_WRITER_MODULE = 'clu.metric_writers.summary_writer'
+_INTERFACE_MODULE = 'clu.metric_writers.interface'
+
+
+def install() -> None:
+  """Makes `clu.metric_writers` importable without TensorFlow. Idempotent."""
+  if _SUMMARY_WRITER_MODULE in sys.modules or 'clu.metric_writers' in sys.modules:
+    return
+  if importlib.util.find_spec('tensorflow') is not None:
+    return
+  # Load clu's interface module under its own name without running the package __init__ (the
+  # package __init__ is what imports TensorFlow); clu's later imports reuse this module.
+  clu_dir = os.path.dirname(importlib.util.find_spec('clu').origin)
+  spec = importlib.util.spec_from_file_location(
+      _INTERFACE_MODULE, os.path.join(clu_dir, 'metric_writers', 'interface.py'))
+  interface = importlib.util.module_from_spec(spec)
+  sys.modules[_INTERFACE_MODULE] = interface
+  spec.loader.exec_module(interface)
+
+  class SummaryWriter(interface.MetricWriter):
+    """clu MetricWriter that writes TensorBoard event files (scalars) with tensorboard.summary."""
+
+    def __init__(self, logdir: str):
+      super().__init__()
+      from tensorboard import summary as tb_summary  # pylint: disable=g-import-not-at-top
+      os.makedirs(logdir, exist_ok=True)
+      self._writer = tb_summary.Writer(os.fspath(logdir))
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+      for key, value in scalars.items():
+        self._writer.add_scalar(key, float(value), step=int(step))
+
+    def write_summaries(self, step, values, metadata=None):
+      del step, metadata
+      self._skipped('summaries', values)
+
+    def write_images(self, step, images):
+      self._skipped('images', images)
+
+    def write_videos(self, step, videos):
+      self._skipped('videos', videos)
+
+    def write_audios(self, step, audios, *, sample_rate):
+      self._skipped('audios', audios)
+
+    def write_texts(self, step, texts):
+      self._skipped('texts', texts)
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+      self._skipped('histograms', arrays)
+
+    def write_hparams(self, hparams):
+      self._skipped('hparams', hparams)
+
+    def _skipped(self, kind: str, values) -> None:
+      logging.log_first_n(logging.INFO, 'TensorBoard writer without TensorFlow: %s (%s) are only '
+                          'logged, not written to event files.', 1, kind, ', '.join(map(str, values)))
+
+    def flush(self):
+      self._writer.flush()
+
+    def close(self):
+      self._writer.close()
+
+  module = types.ModuleType(_SUMMARY_WRITER_MODULE)
+  module.__doc__ = __doc__
+  module.SummaryWriter = SummaryWriter
+  sys.modules[_SUMMARY_WRITER_MODULE] = module

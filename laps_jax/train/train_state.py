@@ -1,0 +1,163 @@
+"""The train state (model + optimizer), created already sharded, and the jitted train/eval steps.
+
+The state travels through `jax.jit` as a plain pytree (`nnx.State` of a `TrainState` module):
+`graphdef, state = nnx.split(train_state)`; each step does `nnx.merge(graphdef, state)`, runs,
+and returns the new `nnx.state(...)`. That keeps the shardings explicit (`in_shardings`,
+`out_shardings`, state donated) and lets Orbax and the dry run work on the same tree.
+
+    state['model']      parameters (f32) + the dropout RNG stream of the model
+    state['optimizer']  step count + optax state (momenta, MultiSteps accumulators)
+"""
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from laps_jax import models
+from laps_jax.train import mesh as mesh_lib
+
+
+class TrainState(nnx.Module):
+  """Everything a train step updates and a checkpoint holds."""
+
+  def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer):
+    self.model = model
+    self.optimizer = optimizer
+
+
+def make_init_fn(model_config, tx: optax.GradientTransformation, seed: int) -> Callable[[], TrainState]:
+  """A function that builds a fresh TrainState (run it under the mesh and the axis rules)."""
+  def init() -> TrainState:
+    model = models.build(model_config, nnx.Rngs(params=seed, dropout=seed + 1))
+    return TrainState(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
+  return init
+
+
+def abstract_train_state(init_fn, mesh: jax.sharding.Mesh):
+  """(graphdef, abstract state): ShapeDtypeStructs with NamedShardings on `mesh`, no memory.
+
+  Call inside `mesh_lib.activate(mesh, rules)` so the logical names resolve. The shardings are
+  tied to the concrete mesh, so the tree also serves as Orbax restore target and for the dry run.
+  """
+  return nnx.get_abstract_model(init_fn, mesh)
+
+
+def shardings_of(abstract_state):
+  """The NamedSharding tree of an abstract (or concrete) state."""
+  return jax.tree.map(lambda x: x.sharding, abstract_state)
+
+
+def create_train_state(init_fn, shardings):
+  """Initialises the state directly into its shardings: each device computes only its shards
+  (no full copy on one device first). Call inside `mesh_lib.activate`."""
+  return jax.jit(lambda: nnx.state(init_fn()), out_shardings=shardings)()
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps. `graphdef` is static; `state` and `batch` are global jax.Arrays.
+# ---------------------------------------------------------------------------------------------
+def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """float32[B]: 1 where `labels` is among the top-k logits."""
+  k = min(k, logits.shape[-1])
+  _, top = jax.lax.top_k(logits, k)
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def train_step(graphdef, state, batch: dict[str, jax.Array]):
+  """One optimizer micro-step.
+
+  batch: videos float[B, T, H, W, 3], targets float32[B, K] (soft labels: label smoothing /
+  mixup / cutmix are already in them), labels int32[B] (for accuracy).
+  Returns (new state, metrics): scalars loss, top1, top5 (this batch) and grad_norm (global L2
+  norm of this micro-batch's gradient, before clipping).
+  """
+  ts = nnx.merge(graphdef, state)
+
+  def loss_fn(model):
+    logits = model(batch['videos'], train=True)  # float32[B, K]
+    loss = optax.softmax_cross_entropy(logits, batch['targets']).mean()
+    return loss, logits
+
+  (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
+  ts.optimizer.update(ts.model, grads)
+  metrics = {
+      'loss': loss,
+      'top1': _topk_correct(logits, batch['labels'], 1).mean(),
+      'top5': _topk_correct(logits, batch['labels'], 5).mean(),
+      'grad_norm': optax.global_norm(grads),
+  }
+  return nnx.state(ts), metrics
+
+
+def aggregate_views(logits: jax.Array, how: str) -> jax.Array:
+  """logits float32[B, V, K] of V views -> scores [B, K] used for accuracy.
+
+  'sum_logits': sum of the views' logits (LAPS's test meter);
+  'sum_probs':  sum of the views' softmax probabilities (PySlowFast's test meter with softmax heads).
+  """
+  if how == 'sum_logits':
+    return logits.sum(axis=1)
+  if how == 'sum_probs':
+    return jax.nn.softmax(logits, axis=-1).sum(axis=1)
+  raise ValueError(f"config.eval.aggregate must be 'sum_logits' or 'sum_probs', got {how!r}")
+
+
+def eval_step(graphdef, state, batch: dict[str, jax.Array], *, aggregate: str = 'sum_logits'):
+  """Sums over the real (mask=True) examples of a batch: loss, top-1/top-5 hits and the count.
+
+  batch: videos float[B, T, H, W, 3] (one view) or float[B, V, T, H, W, 3] (V views),
+  labels int32[B], mask bool[B]. The loss is the cross-entropy of the mean logits (or of the mean
+  probabilities for 'sum_probs').
+  """
+  model = nnx.merge(graphdef, state).model
+  videos = batch['videos']
+  if videos.ndim == 6:
+    b, v = videos.shape[:2]
+    logits = model(videos.reshape(b * v, *videos.shape[2:]), train=False).reshape(b, v, -1)
+    scores = aggregate_views(logits, aggregate)
+    if aggregate == 'sum_probs':
+      log_probs = jnp.log(scores / v + 1e-12)
+    else:
+      log_probs = jax.nn.log_softmax(logits.mean(axis=1))
+  else:
+    scores = model(videos, train=False)
+    log_probs = jax.nn.log_softmax(scores)
+  labels, mask = batch['labels'], batch['mask'].astype(jnp.float32)
+  loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  return {
+      'loss': (loss * mask).sum(),
+      'top1': (_topk_correct(scores, labels, 1) * mask).sum(),
+      'top5': (_topk_correct(scores, labels, 5) * mask).sum(),
+      'count': mask.sum(),
+  }
+
+
+def jit_train_step(graphdef, state_shardings, mesh: jax.sharding.Mesh):
+  """train_step compiled with explicit shardings; the input state is donated (updated in place)."""
+  return jax.jit(
+      functools.partial(train_step, graphdef),
+      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def jit_eval_step(graphdef, state_shardings, mesh: jax.sharding.Mesh, aggregate: str):
+  return jax.jit(
+      functools.partial(eval_step, graphdef, aggregate=aggregate),
+      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=mesh_lib.replicated(mesh))
+
+
+def abstract_batch(batch_size: int, num_frames: int, image_size: int, num_classes: int,
+                   mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """ShapeDtypeStructs of a training batch (for the dry run: compile without data)."""
+  sharding = mesh_lib.batch_sharding(mesh)
+  return {
+      'videos': jax.ShapeDtypeStruct((batch_size, num_frames, image_size, image_size, 3),
+                                     jnp.float32, sharding=sharding),
+      'labels': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+      'targets': jax.ShapeDtypeStruct((batch_size, num_classes), jnp.float32, sharding=sharding),
+  }
