@@ -84,6 +84,23 @@ def test_lvt_checkpoint_round_trip_with_config_override(tmp_path, config_path, v
   np.testing.assert_allclose(np.asarray(model(videos)), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('source', ['vit-npz', 'timm'])
+def test_imagenet_vit_round_trip(tmp_path, config_path, videos, source):
+  sd = backbone(seed=5)
+  if source == 'vit-npz':
+    path = str(tmp_path / 'ViT-B_16.npz')
+    np.savez(path, **ref.timm_to_google_npz(sd, HEADS))
+  else:
+    path = str(tmp_path / 'vit_base_patch16_224.pth')
+    torch.save({k: torch.tensor(v) for k, v in sd.items()}, path)
+  output = str(tmp_path / 'exported')
+  assert convert.main(['convert', f'--config={config_path}', f'--source={source}', f'--input={path}',
+                       f'--output={output}']) == 0
+  model, _ = checkpoints.load_model(output)
+  frame_ref, _ = ref.laps_forward(sd, videos, num_heads=HEADS, s2_skip_level=(1, 2, 1, 2), fold_div=4)
+  np.testing.assert_allclose(np.asarray(model.frame_logits(videos)), frame_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_bfloat16_storage_loads_as_float32(tmp_path, config_path):
   source = str(tmp_path / 'vit.safetensors')
   from safetensors.numpy import save_file
