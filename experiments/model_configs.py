@@ -6,7 +6,8 @@ Every config holds exactly the keys of its family (`laps_jax.models.required_key
   ViT-B/16 : width 768, 12 layers, 12 heads, MLP 3072 (LAPS: 8×224, 16×224, 8×384)
   ViT-L/16 : width 1024, 24 layers, 16 heads, MLP 4096 (LAPS: 8×384)
   LVT      : width 512, 12 layers, 8 heads, MLP 2048, overlapping 16/14/8 patches, 16×224
-  tiny     : a CPU-sized ViT/LVT (width 192, 3 heads of 64) for tests and CPU benchmarks
+  tiny     : a CPU-sized ViT/LVT (width 192, 4 layers, 3 heads of 64) for CPU benchmarks
+  micro    : width 64, 2 layers, for tests that must run in seconds
 
 `model_config(name, size, frames, image_size)` gives one; `PAPER_ROWS` lists the rows of the
 FLOPs/params table with the published figures they are compared with.
@@ -21,6 +22,7 @@ from laps_jax.models import required_keys
 
 # name -> hidden_size, num_layers, num_heads, mlp_dim, patch_size
 SIZES = {
+    'micro': dict(hidden_size=64, num_layers=2, num_heads=2, mlp_dim=128, patch_size=16),  # tests only
     'tiny': dict(hidden_size=192, num_layers=4, num_heads=3, mlp_dim=768, patch_size=16),
     'small': dict(hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536, patch_size=16),
     'base': dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, patch_size=16),
