@@ -99,7 +99,7 @@ def test_missing_and_extra_keys_are_listed(official, tmp_path):
   with pytest.raises(WeightImportError) as info:
     converted_model(vit_config('laps'), path)
   message = str(info.value)
-  assert 'module.base_model.blocks.1.mlp.fc2.bias' in message and 'blocks/1/mlp/fc2/bias' in message
+  assert 'module.base_model.blocks.1.mlp.fc2.bias  (needed for blocks/1/mlp/fc2/bias (32,))' in message
   assert 'module.base_model.blocks.1.attn.q_norm.weight (16,)' in message
 
 

@@ -115,5 +115,5 @@ def test_unknown_and_missing_keys_are_listed(tmp_path):
   with pytest.raises(WeightImportError) as info:
     convert(lvt_config(), path)
   message = str(info.value)
-  assert 'base_model.blocks.1.mlp.dwconv.dwconv.bias  (needed for blocks/1/mlp/dwconv_bias)' in message
+  assert 'base_model.blocks.1.mlp.dwconv.dwconv.bias  (needed for blocks/1/mlp/dwconv_bias (64,))' in message
   assert 'base_model.blocks.0.motion_norm1.weight (32,)' in message

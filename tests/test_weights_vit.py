@@ -183,7 +183,7 @@ def test_missing_left_over_and_mis_shaped_keys_are_listed(tmp_path):
   with pytest.raises(WeightImportError) as info:
     convert('vit-npz', path, vit_config('vit2d'))
   message = str(info.value)
-  assert 'Transformer/encoderblock_1/LayerNorm_2/bias  (needed for blocks/1/norm2/bias)' in message
+  assert 'Transformer/encoderblock_1/LayerNorm_2/bias  (needed for blocks/1/norm2/bias (32,))' in message
   assert 'Transformer/encoderblock_0/MlpBlock_3/Dense_2/kernel (3, 3)' in message
   path = str(tmp_path / 'wide.npz')
   write_npz(path, image_vit())

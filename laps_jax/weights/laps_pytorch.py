@@ -15,7 +15,7 @@ error that names the setting.
 """
 from flax import nnx
 
-from laps_jax.weights.assign import ConvertedWeights
+from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.errors import WeightImportError
 from laps_jax.weights.source_dict import SourceDict, block_count_hints
 from laps_jax.weights.timm_state_dict import read_vit
@@ -36,12 +36,12 @@ def backbone_prefix(names: list[str], description: str) -> str:
                           f'{PREFIXES[0]!r}); first keys: {names[:10]}')
 
 
-def convert_tensors(tensors, config, description: str) -> ConvertedWeights:
+def convert_tensors(tensors, config, description: str, model: nnx.Module | None = None) -> ConvertedWeights:
   """Official LAPS {name: array} -> ConvertedWeights for name='laps' / 'vit2d'."""
   if config.name not in SUPPORTED_NAMES:
     raise WeightImportError(f'{description}: official LAPS checkpoints load into model.name in '
                             f'{SUPPORTED_NAMES}, not {config.name!r}')
-  source = SourceDict(tensors, description)
+  source = SourceDict(tensors, description, flat_param_shapes(model) if model is not None else None)
   prefix = backbone_prefix(source.keys(), description)
   params, origin = read_vit(source, config, prefix, with_head=True)
   hints = block_count_hints(source.keys(), prefix.replace('.', r'\.') + r'blocks\.(\d+)\.', config)
@@ -54,7 +54,7 @@ def convert_tensors(tensors, config, description: str) -> ConvertedWeights:
 
 
 def convert(path: str, config, model: nnx.Module | None = None) -> ConvertedWeights:
-  """An official LAPS `.pth.tar` -> ConvertedWeights (strict: every model parameter from the file)."""
-  del model  # nothing is initialised from the model
+  """An official LAPS `.pth.tar` -> ConvertedWeights (strict: every model parameter from the file;
+  `model` only gives the expected shapes for messages)."""
   tensors = read_torch_state_dict(path, candidates=('state_dict', 'model'))
-  return convert_tensors(tensors, config, f'{path} (official LAPS checkpoint)')
+  return convert_tensors(tensors, config, f'{path} (official LAPS checkpoint)', model)

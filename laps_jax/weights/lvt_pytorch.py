@@ -28,7 +28,7 @@ not stored in the weights: take them from the checkpoint's config (its 'cfg' ent
 from flax import nnx
 
 from laps_jax.weights import torch_layouts as layouts
-from laps_jax.weights.assign import ConvertedWeights
+from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.errors import WeightImportError
 from laps_jax.weights.source_dict import SourceDict, block_count_hints
 from laps_jax.weights.torch_io import read_torch_state_dict
@@ -65,12 +65,13 @@ def check_checkpoint_settings(source: SourceDict, config, description: str) -> N
     raise WeightImportError(f'{description} does not fit the model config:\n  ' + '\n  '.join(problems))
 
 
-def convert_tensors(tensors, config, description: str) -> ConvertedWeights:
+def convert_tensors(tensors, config, description: str, model: nnx.Module | None = None) -> ConvertedWeights:
   """Official LVT {name: array} -> ConvertedWeights for name='lvt'."""
   if config.name != 'lvt':
     raise WeightImportError(f"{description}: official LVT checkpoints load into model.name='lvt', "
                             f'not {config.name!r}')
-  source = SourceDict(_strip_module(tensors), description)
+  source = SourceDict(_strip_module(tensors), description,
+                      flat_param_shapes(model) if model is not None else None)
   check_checkpoint_settings(source, config, description)
   heads = config.num_heads
   params, origin = {}, {}
@@ -126,7 +127,7 @@ def convert_tensors(tensors, config, description: str) -> ConvertedWeights:
 
 
 def convert(path: str, config, model: nnx.Module | None = None) -> ConvertedWeights:
-  """An official LVT (PySlowFast) checkpoint -> ConvertedWeights (strict)."""
-  del model
+  """An official LVT (PySlowFast) checkpoint -> ConvertedWeights (strict; `model` only gives the
+  expected shapes for messages)."""
   tensors = read_torch_state_dict(path, candidates=('model_state', 'state_dict', 'model'))
-  return convert_tensors(tensors, config, f'{path} (official LVT checkpoint)')
+  return convert_tensors(tensors, config, f'{path} (official LVT checkpoint)', model)

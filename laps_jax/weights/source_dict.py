@@ -23,9 +23,12 @@ class SourceDict:
   Args:
     tensors: {source name: array} (NumPy arrays).
     description: what the checkpoint is (file name and format), for messages.
+    expected_shapes: {model parameter name: shape}, to show the shape a missing key would fill.
   """
 
-  def __init__(self, tensors: dict[str, np.ndarray], description: str):
+  def __init__(self, tensors: dict[str, np.ndarray], description: str,
+               expected_shapes: dict[str, tuple[int, ...]] | None = None):
+    self._expected_shapes = expected_shapes or {}
     self._tensors = dict(tensors)
     self._unused = set(self._tensors)
     self.description = description
@@ -51,7 +54,9 @@ class SourceDict:
     """`transform(array)` of source key `name`, marked used; None (and recorded) if it is missing
     or its shape does not allow the transform."""
     if name not in self._tensors:
-      self.missing.append(f'{name}' + (f'  (needed for {needed_for})' if needed_for else ''))
+      shape = self._expected_shapes.get(needed_for)
+      self.missing.append(f'{name}' + (f'  (needed for {needed_for}' if needed_for else '') +
+                          (f' {shape})' if shape else ')' if needed_for else ''))
       return None
     self._unused.discard(name)
     array = np.asarray(self._tensors[name])

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from laps_jax.weights import torch_layouts as layouts
-from laps_jax.weights.assign import ConvertedWeights
+from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.image_vit import adapt_to_video_model, check_vit_family
 from laps_jax.weights.source_dict import SourceDict, block_count_hints
 from laps_jax.weights.tensor_files import read_state_dict_file
@@ -70,7 +70,7 @@ def read_vit(source: SourceDict, config, prefix: str = '', *, with_head: bool) -
 def convert_tensors(tensors: dict[str, np.ndarray], config, model: nnx.Module, description: str) -> ConvertedWeights:
   """timm ViT {name: array} -> ConvertedWeights for `model` (ViT family)."""
   check_vit_family(config, description)
-  source = SourceDict(tensors, description)
+  source = SourceDict(tensors, description, flat_param_shapes(model))
   params, origin = read_vit(source, config, with_head='head.weight' in source)
   for name in ('pre_logits.fc.weight', 'pre_logits.fc.bias'):
     source.drop(name, 'pre-logits layer of the ImageNet-21k release; the video model has none')

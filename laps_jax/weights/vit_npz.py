@@ -20,7 +20,7 @@ optionally under an 'opt/target/' prefix (then the other entries are optimizer s
 import numpy as np
 from flax import nnx
 
-from laps_jax.weights.assign import ConvertedWeights
+from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.image_vit import adapt_to_video_model, check_vit_family
 from laps_jax.weights.source_dict import SourceDict, block_count_hints
 from laps_jax.weights.tensor_files import read_npz
@@ -31,7 +31,7 @@ OPTIMIZER_PREFIX = 'opt/target/'
 def convert_tensors(tensors: dict[str, np.ndarray], config, model: nnx.Module, description: str) -> ConvertedWeights:
   """Google ViT {name: array} -> ConvertedWeights for `model` (ViT family)."""
   check_vit_family(config, description)
-  source = SourceDict(tensors, description)
+  source = SourceDict(tensors, description, flat_param_shapes(model))
   prefix = ''
   if OPTIMIZER_PREFIX + 'embedding/kernel' in source:
     prefix = OPTIMIZER_PREFIX
