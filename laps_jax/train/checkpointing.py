@@ -30,7 +30,9 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    handlers = {'model': ocp.StandardCheckpointHandler(), 'optimizer': ocp.StandardCheckpointHandler(),
+                'data': grain.checkpoint.CheckpointHandler()}
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -107,6 +109,11 @@ class PreemptionWatcher:
     if jax.process_count() > 1:
       return bool(multihost_utils.reached_preemption_sync_point(step))
     return self._flag.is_set()
+
+  def signalled(self, wait_seconds: float = 0.0) -> bool:
+    """Whether SIGTERM arrived (waiting up to `wait_seconds` for it): used when the data
+    workers died, to tell a preemption of the whole process group from a real data error."""
+    return self._flag.wait(wait_seconds) if jax.process_count() == 1 else False
 
   def close(self) -> None:
     if self._previous is not None:

@@ -58,21 +58,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 # Checks before anything is compiled
 # =============================================================================================
 def check_config(config) -> None:
-  """Static checks of the config: model keys, model/data agreement, run lengths."""
+  """Static checks of the config: model and data keys, model/data agreement, run length."""
   try:
     models.validate_config(config.model)
+    _pipeline().validate_config(config.data)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  _pipeline().validate_config(config.data)
   for key in ('num_frames', 'image_size'):
     if config.data[key] != config.model[key]:
       raise ConfigError(f'data.{key}={config.data[key]} differs from model.{key}={config.model[key]}')
   if config.total_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError('set config.num_epochs or config.total_steps to a positive value')
-  if config.init_from:
-    saved = export_lib.load_config(config.init_from)  # FileNotFoundError with a clear message
-    if saved.name != config.model.name:
-      logging.warning('init_from holds a %r model; this run builds %r', saved.name, config.model.name)
+
+
+def check_init_from(config) -> None:
+  """config.init_from, when set, must be an exported model (FileNotFoundError says how to make one)."""
+  if not config.init_from:
+    return
+  try:
+    saved = export_lib.load_config(config.init_from)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f'config.init_from: {e}. Convert pretrained weights with `python -m laps_jax.convert`, '
+        'export a run with `python -m laps_jax.export`, or set --config.init_from= to start from '
+        'scratch.') from None
+  if saved.name != config.model.name:
+    logging.warning('init_from holds a %r model; this run builds %r', saved.name, config.model.name)
 
 
 def check_mesh(config, mesh) -> None:
@@ -168,6 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ------------------------------------------------------------------- checks and the data
   check_config(config)
   pipeline.ensure_prepared(config.data)  # builds synthetic data; DatasetNotPreparedError otherwise
+  check_init_from(config)
   num_labels = len(pipeline.label_names(config.data))
   if num_labels != config.model.num_classes:
     raise ConfigError(f'the dataset {config.data.name} has {num_labels} classes but '
@@ -249,15 +261,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     write_train_metrics(step)  # a non-finite loss stops here, before it can be saved
     checkpointer.save(step, state, train_iter)
 
+  def stop_for_preemption(step):
+    if step > 0 and step not in checkpointer.all_steps():
+      save_checkpoint(step)
+    checkpointer.wait()
+    logging.warning('Preempted: saved the checkpoint at step %d; a new run in %s resumes from it.',
+                    step, workdir)
+    return {'preempted_at_step': step}
+
   # ------------------------------------------------------------------- the loop
   logging.info('Training from step %d to %d.', start_step, total_steps)
   step = start_step
   try:
     with mesh_lib.activate(mesh, config.axis_rules), metric_writers.ensure_flushes(writer):
       for step in range(start_step + 1, total_steps + 1):
+        # Preemption is checked before fetching data: a SIGTERM sent to the whole process group
+        # also ends the data workers, so the next batch may never come.
+        if preemption.should_stop(step - 1):
+          return stop_for_preemption(step - 1)
+        try:
+          local_batch = next(train_iter)
+        except Exception:  # pylint: disable=broad-except
+          if preemption.signalled(wait_seconds=5.0):
+            return stop_for_preemption(step - 1)
+          raise
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
-          batch = to_global(next(train_iter))
-          state, step_metrics = train_step(state, batch)
+          state, step_metrics = train_step(state, to_global(local_batch))
         buffer.add(step, step_metrics)
         for hook in hooks:
           hook(step)
@@ -265,13 +294,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         if step % config.log_every_steps == 0 or is_last:
           write_train_metrics(step)
-
-        if preemption.should_stop(step):
-          save_checkpoint(step)
-          checkpointer.wait()
-          logging.warning('Preempted: saved the checkpoint at step %d; a new run in %s resumes '
-                          'from it.', step, workdir)
-          return {'preempted_at_step': step}
 
         if (config.eval.every_steps > 0 and step % config.eval.every_steps == 0) or is_last:
           with report_progress.timed('eval'):
@@ -312,6 +334,7 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pipeline = _pipeline()
   check_config(config)
   pipeline.ensure_prepared(config.data)
+  check_init_from(config)
   mesh = mesh_lib.make_mesh(config.mesh_shape)
   check_mesh(config, mesh)
   tx, _ = make_optimizer(config, 1, 1.0)  # only its state's structure matters here
