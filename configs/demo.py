@@ -79,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.total_steps = -1  # > 0 overrides num_epochs
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=0.05, decay_pattern=r'(^|/)kernel$', clip_norm=1.0, grad_accum_steps=1))
+      weight_decay=0.05, decay_pattern=r'kernel$', clip_norm=1.0, grad_accum_steps=1))
   config.schedule = ml_collections.ConfigDict(dict(
       name='warmup_cosine', base_lr=1e-3, warmup_epochs=1.0, decay_epochs=(), decay_factor=0.1,
       end_lr=1e-5))

@@ -76,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.total_steps = -1  # > 0 overrides num_epochs
   config.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=0.0, decay_pattern=r'(^|/)kernel$', clip_norm=1.0, grad_accum_steps=10))
+      weight_decay=0.0, decay_pattern=r'kernel$', clip_norm=1.0, grad_accum_steps=10))
   config.schedule = ml_collections.ConfigDict(dict(
       name='piecewise', base_lr=0.18, warmup_epochs=0.0, decay_epochs=(10.0, 15.0), decay_factor=0.1,
       end_lr=0.0))

@@ -83,7 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.total_steps = -1  # > 0 overrides num_epochs
   config.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=1e-4 if ssv2 else 1e-5, decay_pattern=r'(^|/)kernel$', clip_norm=0.0,
+      weight_decay=1e-4 if ssv2 else 1e-5, decay_pattern=r'kernel$', clip_norm=0.0,
       grad_accum_steps=1))
   config.schedule = ml_collections.ConfigDict(dict(
       name='warmup_cosine', base_lr=0.03 if ssv2 else 0.035, warmup_epochs=5.0, decay_epochs=(),

@@ -35,6 +35,8 @@ def make_tiny_config(data_dir: str, model: str = 'laps'):
                            mlp_dim=64, num_frames=4))
   if model == 'laps':
     config.model.leap_levels = (1, 2)
+  if model == 'lvt':
+    config.model.update(dict(temporal_embed_frames=4, shift_segment_frames=4, head_mlp_dim=16))
   config.data.update(dict(data_dir=data_dir, num_frames=4, image_size=16, scale_jitter=(16, 20),
                           test_short_side=16, test_clips=2, test_crops=1, num_workers=0))
   config.batch_size = 8

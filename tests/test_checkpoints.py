@@ -31,9 +31,6 @@ def _model(config, seed=0):
 @pytest.mark.parametrize('name', ['laps', 'lvt'])
 def test_save_and_load_model_round_trip(tmp_path, name):
   config = make_tiny_config('unused', name)
-  if name == 'lvt':
-    config.model.update(dict(patch_size=8, patch_stride=8, patch_padding=0, temporal_embed_frames=4,
-                             shift_segment_frames=4, head_mlp_dim=16))
   model = models.build(config.model, nnx.Rngs(params=3, dropout=4))
   expected = model(VIDEOS, train=False)
   checkpoints.save_model(str(tmp_path / 'm'), model, config)  # a run config is accepted too

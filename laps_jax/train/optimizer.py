@@ -10,8 +10,9 @@ config.optimizer:
   momentum, nesterov            SGD
   b1, b2, eps                   AdamW
   weight_decay      0 = off; SGD adds wd·param to the gradient, AdamW decouples it (lr·wd·param)
-  decay_pattern     regex over parameter paths ('blocks/0/mlp/fc1/kernel'); only matches decay —
-                    the default r'(^|/)kernel$' leaves norms, biases, cls token and the position /
+  decay_pattern     regex searched in each parameter path ('blocks/0/mlp/fc1/kernel'); only
+                    matches decay. r'kernel$' decays Linear and conv weights (incl. LVT's
+                    'dwconv_kernel') and leaves norms, biases, the cls token and the position /
                     temporal embeddings undecayed
   clip_norm         global-norm gradient clipping before the update (0 = off)
   grad_accum_steps  micro-batches per update (optax.MultiSteps; 1 = off)

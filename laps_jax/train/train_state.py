@@ -87,7 +87,7 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
       'loss': loss,
       'top1': _topk_correct(logits, batch['labels'], 1).mean(),
       'top5': _topk_correct(logits, batch['labels'], 5).mean(),
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optax.tree.norm(grads),
   }
   return nnx.state(ts), metrics
 
