@@ -1,7 +1,6 @@
 """`python -m laps_jax.predict`: decode, test views, top-5 names; corrupt files reported, others run.
 Also the shipped label-name lists."""
 import json
-import os
 
 import ml_collections
 import numpy as np
