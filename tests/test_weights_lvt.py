@@ -117,3 +117,29 @@ def test_unknown_and_missing_keys_are_listed(tmp_path):
   message = str(info.value)
   assert 'base_model.blocks.1.mlp.dwconv.dwconv.bias  (needed for blocks/1/mlp/dwconv_bias (64,))' in message
   assert 'base_model.blocks.0.motion_norm1.weight (32,)' in message
+
+
+def test_backbone_only_checkpoint_gets_a_new_head(tmp_path, videos):
+  """The image lvit_v2 backbone (names without `base_model.`, an image classifier `head`): the
+  classifier is dropped, the VVT head keeps the model's initialisation, the rest is the file's."""
+  sd = official_lvt(np.random.default_rng(6), slots=FRAMES, gates='two')
+  image_backbone = {k[len('base_model.'):]: v for k, v in sd.items() if k.startswith('base_model.')}
+  image_backbone['head.weight'] = np.zeros((7, HIDDEN), np.float32)
+  image_backbone['head.bias'] = np.zeros(7, np.float32)
+  path = str(tmp_path / 'lvit_v2_base.pth')
+  torch.save({k: torch.tensor(v) for k, v in image_backbone.items()}, path)
+  model, converted = convert(lvt_config(), path)
+  assert set(converted.keep_initialised) == {f'head/{layer}/{leaf}' for layer, leaves in
+                                             (('norm', ('scale', 'bias')), ('hidden', ('kernel', 'bias')),
+                                              ('out', ('kernel', 'bias'))) for leaf in leaves}
+  assert {name for name, _ in converted.dropped} == {'head.weight', 'head.bias'}
+  # With the official head copied in, the model is the official one.
+  model.head.norm.scale[...] = sd['consensus.mlp_head.0.weight']
+  model.head.norm.bias[...] = sd['consensus.mlp_head.0.bias']
+  model.head.hidden.kernel[...] = sd['consensus.mlp_head.1.weight'].T
+  model.head.hidden.bias[...] = sd['consensus.mlp_head.1.bias']
+  model.head.out.kernel[...] = sd['consensus.mlp_head.4.weight'].T
+  model.head.out.bias[...] = sd['consensus.mlp_head.4.bias']
+  expected = ref.lvt_forward(sd, videos, num_heads=HEADS, patch_stride=STRIDE, num_segments=FRAMES,
+                             shift_div=SHIFT_DIV)
+  np.testing.assert_allclose(np.asarray(model(videos)), expected, rtol=1e-5, atol=1e-5)

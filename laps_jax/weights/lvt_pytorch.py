@@ -18,6 +18,10 @@ Names (base_model. prefix omitted):
   norm                                                            -> norm
   consensus.mlp_head.{0, 1, 4}                                    -> head/norm, head/hidden, head/out
 
+A backbone-only state dict (the same names without `base_model.`, e.g. the image `lvit_v2`
+model the official recipe starts from) also loads: its image classifier (`head`, `pre_logits`) is
+dropped and the VVT head keeps the model's initialisation (both logged).
+
 Settings a checkpoint decides: the number of temporal-embedding slots S (read from `temp_embed`:
 the official Kinetics backbones keep 8 slots for 16 frames) must equal
 `model.temporal_embed_frames`; the gate names decide `fixation` and `shared_gate`. A mismatch is
@@ -43,16 +47,23 @@ def _strip_module(tensors: dict) -> dict:
   return tensors
 
 
-def check_checkpoint_settings(source: SourceDict, config, description: str) -> None:
+def backbone_prefix(source: SourceDict) -> str:
+  """'base_model.' for an XVIT video checkpoint, '' for a backbone-only (image lvit_v2) one."""
+  if any(name.startswith('base_model.') for name in source.keys()) or 'patch_embed.proj.weight' not in source:
+    return 'base_model.'
+  return ''
+
+
+def check_checkpoint_settings(source: SourceDict, config, description: str, bm: str = 'base_model.') -> None:
   """Refuses configs whose temporal-embedding slots or gates differ from the checkpoint's."""
   problems = []
-  if 'base_model.temp_embed' in source:
-    slots = source.shape('base_model.temp_embed')[1]
+  if bm + 'temp_embed' in source:
+    slots = source.shape(bm + 'temp_embed')[1]
     if slots != config.temporal_embed_frames:
       problems.append(f'the checkpoint has {slots} temporal-embedding slots (temp_embed '
-                      f'{source.shape("base_model.temp_embed")}); set model.temporal_embed_frames={slots} '
+                      f'{source.shape(bm + "temp_embed")}); set model.temporal_embed_frames={slots} '
                       f'(frame t uses slot t mod {slots})')
-  gates = {g for g in GATES if f'base_model.blocks.0.attn.{g}.weight' in source}
+  gates = {g for g in GATES if f'{bm}blocks.0.attn.{g}.weight' in source}
   if gates and not config.fixation:
     problems.append(f'the checkpoint has feature-fixation gates {sorted(gates)}; set model.fixation=True')
   if not gates and config.fixation:
@@ -72,7 +83,8 @@ def convert_tensors(tensors, config, description: str, model: nnx.Module | None 
                             f'not {config.name!r}')
   source = SourceDict(_strip_module(tensors), description,
                       flat_param_shapes(model) if model is not None else None)
-  check_checkpoint_settings(source, config, description)
+  bm = backbone_prefix(source)
+  check_checkpoint_settings(source, config, description, bm)
   heads = config.num_heads
   params, origin = {}, {}
 
@@ -90,7 +102,6 @@ def convert_tensors(tensors, config, description: str, model: nnx.Module | None 
     for theirs, our_leaf in LAYER_NORM:
       take(f'{name}.{theirs}', f'{ours}/{our_leaf}')
 
-  bm = 'base_model.'
   take(bm + 'patch_embed.proj.weight', 'patch_embed/kernel', layouts.conv_kernel)
   take(bm + 'patch_embed.proj.bias', 'patch_embed/bias')
   take_norm(bm + 'patch_embed.norm', 'patch_norm')
@@ -112,18 +123,27 @@ def convert_tensors(tensors, config, description: str, model: nnx.Module | None 
     take(f'{b}mlp.dwconv.dwconv.weight', f'{ours}mlp/dwconv_kernel', layouts.conv_kernel)
     take(f'{b}mlp.dwconv.dwconv.bias', f'{ours}mlp/dwconv_bias')
   take_norm(bm + 'norm', 'norm')
-  take_norm('consensus.mlp_head.0', 'head/norm')
-  take_linear('consensus.mlp_head.1', 'head/hidden')
-  take_linear('consensus.mlp_head.4', 'head/out')
-  for name in ('new_fc.weight', 'new_fc.bias'):
-    source.drop(name, "XVIT's new_fc, unused by the forward pass with the VVTHead consensus")
-  hints = block_count_hints(source.keys(), r'base_model\.blocks\.(\d+)\.', config)
+  keep_initialised = {}
+  if bm:
+    take_norm('consensus.mlp_head.0', 'head/norm')
+    take_linear('consensus.mlp_head.1', 'head/hidden')
+    take_linear('consensus.mlp_head.4', 'head/out')
+    for name in ('new_fc.weight', 'new_fc.bias'):
+      source.drop(name, "XVIT's new_fc, unused by the forward pass with the VVTHead consensus")
+  else:  # an image backbone: its classifier goes, the video head is new
+    for name in ('head.weight', 'head.bias', 'pre_logits.fc.weight', 'pre_logits.fc.bias'):
+      source.drop(name, 'classifier of the image backbone; the video model has its own VVT head')
+    for layer in ('norm', 'hidden', 'out'):
+      for leaf in (('scale', 'bias') if layer == 'norm' else ('kernel', 'bias')):
+        keep_initialised[f'head/{layer}/{leaf}'] = 'backbone-only checkpoint: the VVT head is new'
+  hints = block_count_hints(source.keys(), bm.replace('.', r'\.') + r'blocks\.(\d+)\.', config)
   if 'consensus.mlp_head.4.weight' in source:
     classes = source.shape('consensus.mlp_head.4.weight')[0]
     if classes != config.num_classes:
       hints.append(f'the checkpoint classifier has {classes} classes: set model.num_classes={classes}')
   source.finish(hints)
-  return ConvertedWeights(params=params, origin=origin, dropped=list(source.dropped), hints=hints)
+  return ConvertedWeights(params=params, origin=origin, dropped=list(source.dropped), hints=hints,
+                          keep_initialised=keep_initialised)
 
 
 def convert(path: str, config, model: nnx.Module | None = None) -> ConvertedWeights:
