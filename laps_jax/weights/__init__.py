@@ -4,7 +4,8 @@ Sources (`import_weights(source, ...)`, or `python -m laps_jax.convert --source=
   'vit-npz'       Google's ImageNet ViT `.npz` (original ViT and AugReg)  -> ViT family   vit_npz.py
   'timm'          timm ViT state dicts (.safetensors, .pth, .bin)          -> ViT family   timm_state_dict.py
   'laps-pytorch'  official LAPS `VideoNet` checkpoints (.pth.tar)          -> laps, vit2d  laps_pytorch.py
-  'lvt-pytorch'   official LVT (PySlowFast) checkpoints                    -> lvt          lvt_pytorch.py
+  'lvt-pytorch'   official LVT (PySlowFast) checkpoints, or the lvit_v2    -> lvt          lvt_pytorch.py
+                  backbone alone (then the VVT head is new)
 
 Every importer maps names and layouts into a `ConvertedWeights` (assign.py), which is checked
 strictly against the model (a missing, left-over or mis-shaped key is a `WeightImportError`
