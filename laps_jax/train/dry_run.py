@@ -17,8 +17,18 @@ from flax import nnx
 from laps_jax.train import train_state as ts_lib
 
 
-def _gib(n: float) -> str:
-  return f'{n / 2**30:.3f} GiB'
+def _size(n: float) -> str:
+  for unit, scale in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+    if n >= scale:
+      return f'{n / scale:.3f} {unit}'
+  return f'{n:.0f} B'
+
+
+def _flops(n: float) -> str:
+  for unit, scale in (('PFLOP', 1e15), ('TFLOP', 1e12), ('GFLOP', 1e9), ('MFLOP', 1e6)):
+    if n >= scale:
+      return f'{n / scale:.4g} {unit}'
+  return f'{n:.4g} FLOP'
 
 
 def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
@@ -37,7 +47,8 @@ def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
   flops_per_device = float(cost.get('flops', float('nan')))
   num_params = parameter_overview.count_parameters(
       nnx.to_pure_dict(nnx.filter_state(abstract_state['model'], nnx.Param)))
-  # Arguments (state + batch shard) stay live; the donated state aliases the output buffers.
+  # An upper bound: arguments (state + batch shard) and outputs live together, less the donated
+  # state that the outputs reuse, plus every temporary (XLA's peak below overlaps temporaries).
   total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
            - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
   results = {
@@ -54,7 +65,7 @@ def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
           'aliased (donated)': memory.alias_size_in_bytes,
           'temporaries': memory.temp_size_in_bytes,
           'generated_code': memory.generated_code_size_in_bytes,
-          'total': total,
+          'upper bound': total,
       },
       'peak_memory_per_device': getattr(memory, 'peak_memory_in_bytes', None),
       'flops_per_device_per_step': flops_per_device,
@@ -63,19 +74,19 @@ def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
   lines = [
       f'Dry run of the train step on {results["devices"]} {results["backend"]} device(s), '
       f'mesh {results["mesh"]} (compiled in {compile_s:.1f} s)',
-      f'  model {config.model.name}: {num_params / 1e6:.2f} M parameters; global batch '
+      f'  model {config.model.name}: {num_params:,} parameters ({num_params / 1e6:.2f} M); global batch '
       f'{config.batch_size} ({results["batch_per_device"]} per device) × '
       f'{config.model.num_frames}×{config.model.image_size}² clips; '
       f'gradient accumulation {config.optimizer.grad_accum_steps}',
       '  memory per device (XLA memory analysis):',
-      *[f'    {k:<18} {_gib(v)}' for k, v in results['memory_per_device'].items()],
+      *[f'    {k:<18} {_size(v)}' for k, v in results['memory_per_device'].items()],
   ]
-  if results['peak_memory_per_device']:
-    lines.append(f'    {"peak (XLA)":<18} {_gib(results["peak_memory_per_device"])}')
+  if results["peak_memory_per_device"] and results["backend"] != "cpu":  # not meaningful on CPU
+    lines.append(f'    {"peak (XLA)":<18} {_size(results["peak_memory_per_device"])}')
   lines += [
-      f'  FLOPs per train step: {flops_per_device / 1e12:.3f} TFLOP per device, '
-      f'{results["flops_per_step"] / 1e12:.3f} TFLOP in all '
-      f'({results["flops_per_step"] / config.batch_size / 1e9:.1f} GFLOP per clip, forward + backward)',
+      f'  FLOPs per train step (XLA cost analysis): {_flops(flops_per_device)} per device, '
+      f'{_flops(results["flops_per_step"])} in all, '
+      f'{_flops(results["flops_per_step"] / config.batch_size)} per clip (forward + backward)',
   ]
   text = '\n'.join(lines)
   logging.info('\n%s', text)
