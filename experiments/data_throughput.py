@@ -34,6 +34,7 @@ from laps_jax.data import augment  # pylint: disable=g-import-not-at-top
 from laps_jax.data import pipeline
 from laps_jax.data import prepare
 from laps_jax.data import sampling
+from laps_jax.data import synthetic_motion
 from laps_jax.data import video_decode
 
 
@@ -197,7 +198,8 @@ def main(argv=None) -> None:
                     num_validation=8)
     synthetic_build = time.perf_counter() - t0
     c = data_config(os.path.join(workdir, 'data'))
-    iterator = iter(pipeline.make_train_loader(c, global_batch_size=32, seed=0, num_classes=8))
+    iterator = iter(pipeline.make_train_loader(c, global_batch_size=32, seed=0,
+                                               num_classes=synthetic_motion.NUM_CLASSES))
     wall, cpu = measure(lambda: next(iterator), 32, args.synthetic_batches)
     rows.append(('synthetic_motion, prepared (JPEG 64x64)', '8 x stride 2, jitter 32-40, crop 32',
                  wall, cpu))

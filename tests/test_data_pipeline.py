@@ -102,25 +102,25 @@ def test_ensure_prepared_generates_synthetic_motion_once(tmp_path, monkeypatch):
 
 def test_train_batches_shapes_labels_and_targets(data_dir):
   c = config(data_dir, label_smoothing=0.1)
-  loader = pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=8)
+  loader = pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=6)
   batch = next(iter(loader))
   assert batch['videos'].shape == (8, 8, 32, 32, 3) and batch['videos'].dtype == np.float32
   assert batch['labels'].shape == (8,) and batch['labels'].dtype == np.int32
-  assert batch['targets'].shape == (8, 8) and batch['targets'].dtype == np.float32
+  assert batch['targets'].shape == (8, 6) and batch['targets'].dtype == np.float32
   # (x / 255 - 0.5) / 0.5 lies in [-1, 1] and the clips are not blank.
   assert batch['videos'].min() >= -1.0 and batch['videos'].max() <= 1.0
   assert batch['videos'].std() > 0.1
-  expected = np.full((8, 8), 0.1 / 8, np.float32)
+  expected = np.full((8, 6), 0.1 / 6, np.float32)
   expected[np.arange(8), batch['labels']] += 0.9
   np.testing.assert_allclose(batch['targets'], expected, rtol=1e-6)
-  with pytest.raises(ValueError, match='num_classes=10'):
-    pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=10)
+  with pytest.raises(ValueError, match='num_classes=8'):
+    pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=8)
 
 
 def test_train_batches_with_mixup_have_soft_targets(data_dir):
   c = config(data_dir, mixup_alpha=0.8, cutmix_alpha=1.0, sampling='segment', num_frames=4,
              auto_augment='rand-m7-n2', random_erasing=0.5, color_jitter=0.3, flip=True)
-  batch = next(iter(pipeline.make_train_loader(c, global_batch_size=4, seed=0, num_classes=8)))
+  batch = next(iter(pipeline.make_train_loader(c, global_batch_size=4, seed=0, num_classes=6)))
   assert batch['videos'].shape == (4, 4, 32, 32, 3)
   np.testing.assert_allclose(batch['targets'].sum(1), 1.0, rtol=1e-5)
   assert (batch['targets'] > 0).sum(1).max() == 2   # each clip mixed with one partner
@@ -131,21 +131,23 @@ def test_train_loader_is_deterministic_and_reshuffles_every_epoch(data_dir):
 
   def first(seed, n):
     return take(iter(pipeline.make_train_loader(c, global_batch_size=16, seed=seed,
-                                                num_classes=8)), n)
+                                                num_classes=6)), n)
   a, b, other = first(3, 8), first(3, 8), first(4, 2)
   assert_same_batches(a, b)
   assert not np.array_equal(a[0]['videos'], other[0]['videos'])
-  # 64 records (label = index % 8), 16 per batch: each epoch is 4 batches holding every record
-  # once, so every label exactly 8 times; the two epochs come in different orders.
+  # 64 records, 16 per batch: each epoch is 4 batches holding every record once, so the label
+  # counts of an epoch are those of the split; the two epochs come in different orders.
+  source = pipeline._data_source(c, 'train')
+  split_counts = np.bincount([int(source[i]['label']) for i in range(len(source))], minlength=6)
   epochs = [np.concatenate([x['labels'] for x in a[:4]]), np.concatenate([x['labels'] for x in a[4:]])]
   for labels in epochs:
-    assert np.bincount(labels, minlength=8).tolist() == [8] * 8
+    np.testing.assert_array_equal(np.bincount(labels, minlength=6), split_counts)
   assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_iterator_state_resumes_exactly(data_dir):
   c = config(data_dir, color_jitter=0.5, flip=True, mixup_alpha=0.4)
-  make = lambda: iter(pipeline.make_train_loader(c, global_batch_size=8, seed=11, num_classes=8))
+  make = lambda: iter(pipeline.make_train_loader(c, global_batch_size=8, seed=11, num_classes=6))
   iterator = make()
   take(iterator, 3)
   state = iterator.get_state()
@@ -159,7 +161,7 @@ def test_orbax_checkpoint_of_the_iterator_with_a_worker_process(data_dir, tmp_pa
   """The worker path (num_workers=1) and the Orbax args the trainer uses."""
   import orbax.checkpoint as ocp
   c = config(data_dir, num_workers=1, prefetch=2, flip=True)
-  make = lambda: iter(pipeline.make_train_loader(c, global_batch_size=8, seed=5, num_classes=8))
+  make = lambda: iter(pipeline.make_train_loader(c, global_batch_size=8, seed=5, num_classes=6))
   iterator = make()
   take(iterator, 2)
   with ocp.CheckpointManager(str(tmp_path / 'ckpt')) as manager:
@@ -171,7 +173,7 @@ def test_orbax_checkpoint_of_the_iterator_with_a_worker_process(data_dir, tmp_pa
   assert_same_batches(take(fresh, 3), expected)
   # Same batches as the in-process loader: workers change where the work runs, not the data.
   in_process = iter(pipeline.make_train_loader(config(data_dir, flip=True), global_batch_size=8,
-                                               seed=5, num_classes=8))
+                                               seed=5, num_classes=6))
   assert_same_batches(take(in_process, 5)[2:], expected)
 
 

@@ -1,5 +1,7 @@
 """synthetic_motion: deterministic, balanced, and only separable with the order of the frames."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -8,19 +10,24 @@ from laps_jax.data import synthetic_motion as sm
 from laps_jax.data import video_decode
 
 CLIPS_PER_CLASS = 40
+NAMES = ('red', 'green', 'blue')
+
+
+def colour_masks(frame):
+  """bool[3, H, W]: pixels that are clearly red, green, blue (the disc; not the clutter)."""
+  f = frame.astype(np.int32)
+  r, g, b = f[..., 0], f[..., 1], f[..., 2]
+  return np.stack([r - np.maximum(g, b) > 90, g - np.maximum(r, b) > 70,
+                   b - np.maximum(r, g) > 90])
 
 
 def frame_features(frame):
-  """Hand-made per-frame features: for the red and the blue disc, presence, area, centroid."""
-  frame = frame.astype(np.int32)
-  r, g, b = frame[..., 0], frame[..., 1], frame[..., 2]
+  """Hand-made per-frame features: for each colour, area and centroid of its pixels."""
   features = []
-  for mask in (r - np.maximum(g, b) > 100, b - np.maximum(r, g) > 100):
+  for mask in colour_masks(frame):
     area = mask.sum()
-    present = area > 5
     ys, xs = np.nonzero(mask)
-    features += [float(present), area / 100.0,
-                 ys.mean() / 64.0 if present else 0.0, xs.mean() / 64.0 if present else 0.0]
+    features += [area / 100.0, ys.mean() / 64.0 if area else 0.0, xs.mean() / 64.0 if area else 0.0]
   return np.array(features)
 
 
@@ -46,17 +53,14 @@ def nearest_mean_accuracy(train_x, train_y, test_x, test_y):
 
 def test_classes_and_clip_format(clips):
   frames, labels = clips
-  assert frames.shape == (CLIPS_PER_CLASS * 8, 16, 64, 64, 3) and frames.dtype == np.uint8
-  assert np.bincount(labels).tolist() == [CLIPS_PER_CLASS] * 8
-  assert len(sm.CLASS_NAMES) == 8 and len(set(sm.CLASS_NAMES)) == 8
-  for label, name in enumerate(sm.CLASS_NAMES):
-    blue_first, red_down, blue_down = sm.class_factors(label)
-    first, second = name.split('_then_')
-    assert first.startswith('blue' if blue_first else 'red')
-    red = first if first.startswith('red') else second
-    blue = first if first.startswith('blue') else second
-    assert red.endswith('down' if red_down else 'up')
-    assert blue.endswith('down' if blue_down else 'up')
+  assert frames.shape == (CLIPS_PER_CLASS * 6, 16, 64, 64, 3) and frames.dtype == np.uint8
+  assert np.bincount(labels).tolist() == [CLIPS_PER_CLASS] * 6
+  assert len(set(sm.CLASS_NAMES)) == 6
+  assert sorted(tuple(name.split('_')) for name in sm.CLASS_NAMES) == sorted(
+      itertools.permutations(NAMES))
+  splits = sm.stretch_lengths(16, 4)
+  assert all(sum(s) == 16 and min(s) >= 4 for s in splits)
+  assert set(splits) == {tuple(p) for s in splits for p in itertools.permutations(s)}
 
 
 def test_generation_is_deterministic():
@@ -64,50 +68,48 @@ def test_generation_is_deterministic():
   b, label_b = sm.generate_clip(3, 'validation', 17)
   c, _ = sm.generate_clip(4, 'validation', 17)
   np.testing.assert_array_equal(a, b)
-  assert label_a == label_b == 17 % 8
+  assert label_a == label_b == 17 % 6
   assert not np.array_equal(a, c)
+
+
+def test_each_clip_shows_its_colours_in_order_in_stretches(clips):
+  """The colour sequence of a clip is its class name, each colour one stretch of >= 4 frames."""
+  frames, labels = clips
+  for clip, label in zip(frames[:60], labels[:60]):
+    dominant = [int(np.argmax(colour_masks(frame).sum((1, 2)))) for frame in clip]
+    runs = [k for k, _ in itertools.groupby(dominant)]
+    assert [NAMES[k] for k in runs] == sm.CLASS_NAMES[label].split('_')
+    lengths = [len(list(g)) for _, g in itertools.groupby(dominant)]
+    assert min(lengths) >= 4 and sum(lengths) == 16
 
 
 def test_single_frames_do_not_tell_the_class_but_their_order_does(clips):
   frames, labels = clips
   n = len(labels)
-  features = np.stack([[frame_features(f) for f in clip] for clip in frames])   # [N, T, 8]
-  group = (np.arange(n) // sm.NUM_CLASSES) % 4   # whole groups of 8 clips: all classes in both
+  features = np.stack([[frame_features(f) for f in clip] for clip in frames])   # [N, T, 9]
+  group = (np.arange(n) // sm.NUM_CLASSES) % 4   # whole groups of 6 clips: all classes in both
   train, test = group != 0, group == 0
 
-  # 1. Per frame: every frame is a sample labelled with its clip's class.
+  # 1. Per frame: every frame is a sample labelled with its clip's class. Chance is 1/6.
   def per_frame(x):
     return x.reshape(n * 16, -1), np.repeat(labels, 16), np.repeat(train, 16), np.repeat(test, 16)
   for x in (features, np.stack([[downsampled(f) for f in clip] for clip in frames])):
     xs, ys, tr, te = per_frame(x)
     accuracy = nearest_mean_accuracy(xs[tr], ys[tr], xs[te], ys[te])
-    assert accuracy < 0.2, accuracy   # chance is 0.125
+    assert accuracy < 0.25, accuracy
 
   # 2. The average of the per-frame features over the clip (a bag of frames): still chance.
   bag = features.mean(1)
-  assert nearest_mean_accuracy(bag[train], labels[train], bag[test], labels[test]) < 0.25
+  assert nearest_mean_accuracy(bag[train], labels[train], bag[test], labels[test]) < 0.3
 
-  # 3. The same features read in order solve the task: who comes first, where each one goes.
+  # 3. The same features read in order solve the task: the order of first appearance.
+  areas = features[:, :, 0::3]                      # [N, T, colour]
   predictions = []
-  for clip in features:
-    red_frames = np.nonzero(clip[:, 0] > 0)[0]
-    blue_frames = np.nonzero(clip[:, 4] > 0)[0]
-    blue_first = blue_frames.mean() < red_frames.mean()
-    red_down = clip[red_frames[-1], 2] > clip[red_frames[0], 2]
-    blue_down = clip[blue_frames[-1], 6] > clip[blue_frames[0], 6]
-    predictions.append(4 * blue_first + 2 * red_down + blue_down)
+  for clip_areas in areas:
+    first_seen = [int(np.argmax(clip_areas[:, c] > 1.0)) for c in range(3)]
+    order = tuple(NAMES[c] for c in np.argsort(first_seen))
+    predictions.append(sm.CLASS_NAMES.index('_'.join(order)))
   assert np.mean(np.array(predictions) == labels) > 0.95
-
-
-def test_every_frame_shows_one_coloured_disc_in_its_half(clips):
-  frames, labels = clips
-  for clip, label in zip(frames[:64], labels[:64]):
-    blue_first, _, _ = sm.class_factors(label)
-    for t, frame in enumerate(clip):
-      f = frame_features(frame)
-      red, blue = f[0] > 0, f[4] > 0
-      assert red != blue
-      assert blue == (blue_first == (t < 8))
 
 
 def test_build_is_deterministic_and_independent_of_process_count(tmp_path):
