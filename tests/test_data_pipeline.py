@@ -10,6 +10,7 @@ import pytest
 from laps_jax.data import augment
 from laps_jax.data import pipeline
 from laps_jax.data import prepare
+from laps_jax.data import registry
 from laps_jax.data import sampling
 from laps_jax.data import synthetic_motion
 
@@ -88,7 +89,8 @@ def test_ensure_prepared_generates_synthetic_motion_once(tmp_path, monkeypatch):
   assert pipeline.num_examples(c, 'train') == 16
   assert pipeline.num_examples(c, 'validation') == 8
   assert pipeline.label_names(c) == list(synthetic_motion.CLASS_NAMES)
-  info = os.path.join(str(tmp_path / 'fresh'), 'synthetic_motion', '1.0.0', 'dataset_info.json')
+  info = os.path.join(registry.dataset_dir('synthetic_motion', str(tmp_path / 'fresh')),
+                      'dataset_info.json')
   stamp = os.stat(info).st_mtime_ns
   pipeline.ensure_prepared(c)
   assert os.stat(info).st_mtime_ns == stamp

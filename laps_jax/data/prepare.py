@@ -5,9 +5,10 @@
   python -m laps_jax.data.prepare --dataset=synthetic_motion --data_dir=DATA_DIR
 
 The layout expected in each dataset's manual dir is in the docstring of its module
-(`laps_jax/data/kinetics.py`, `laps_jax/data/ssv2.py`). Output: `DATA_DIR/<dataset>/1.0.0/`, with
-`skipped_<split>.txt` listing the videos that could not be used and why. An existing prepared
-dataset is reused; delete its folder to rebuild. Nothing touches the network.
+(`laps_jax/data/kinetics.py`, `laps_jax/data/ssv2.py`). Output: `DATA_DIR/<dataset>/<version>/`
+(1.0.0; synthetic_motion 2.0.0), with `skipped_<split>.txt` listing the videos that could not be
+used and why. An existing prepared dataset is reused; delete its folder to rebuild. Nothing
+touches the network.
 
 Disk: Kinetics-400 at the default short side 320 and JPEG quality 90 takes roughly 15-25 kB per
 frame, i.e. ~1 TB for the ~240k train clips at 25 fps; `--short_side=256` (LVT's scale jitter

@@ -184,6 +184,12 @@ class SyntheticMotion(builder_common.VideoDatasetBuilder):
   dataset's metadata.
   """
 
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': '8 classes: order and direction of a red and a blue small moving disc.',
+      '2.0.0': '6 classes: order of the three colours of a large disc (learnable by tiny LAPS).',
+  }
+
   def __init__(self, *, num_train: int | None = None, num_validation: int | None = None,
                seed: int = 0, num_frames: int = 16, size: int = 64, **kwargs):
     self.num_train = DEFAULT_NUM_TRAIN if num_train is None else num_train
