@@ -23,8 +23,10 @@ order), at a position, size and shade drawn independently of the class. Stronger
 *unordered set* of a clip's frames has the same distribution in all classes: only the order of
 the frames carries the label. A model that scores frames independently and averages (a 2D ViT
 with the mean of per-frame logits) cannot beat 1/6; one that compares neighbouring frames learns it
-in a few hundred steps (measured: tiny LAPS, 4 layers of width 64, patch 8 on 32x32 crops: ~94%
-after 500 steps at batch 32 on a CPU).
+in a few hundred steps (measured with this pipeline and the demo settings below: tiny LAPS, 4 layers
+of width 64, patch 8, AdamW 1e-3 warm-up + cosine, batch 32: 92% validation top-1 after 700 steps,
+about 4 minutes on 2 busy CPU cores; the loss leaves ln 6 after ~300 steps. The same recipe with
+the per-frame vit2d: 16.7% after 500 steps, its loss never leaves ln 6).
 
 Why a large disc and colours, not small moving dots: LAPS' temporal mixing (periodic shift) reads a
 neighbouring frame's features at the same token, so a change that covers several 8x8 patches in
