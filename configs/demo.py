@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       name=args['model'],
       image_size=32, patch_size=8, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128,
-      num_frames=8, num_classes=8,
+      num_frames=8, num_classes=6,
       dropout_rate=0.0, drop_path_rate=0.0, attention_impl='xla', dtype='float32', remat=False))
   if args['model'] == 'lvt':
     config.model.update(dict(

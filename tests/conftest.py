@@ -11,15 +11,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPILATION_CACHE = os.path.join(tempfile.gettempdir(), f'laps_jax_tests_jax_cache_{os.getuid()}')
 
 
+SYNTHETIC_TRAIN, SYNTHETIC_VALIDATION = 256, 80  # a small synthetic_motion: generated in seconds
+
+
 @pytest.fixture(scope='session')
 def synthetic_data_dir(tmp_path_factory) -> str:
-  """A data_dir holding `synthetic_motion`, generated once per test session (set
-  LAPS_JAX_TEST_DATA_DIR to reuse one across sessions)."""
-  from laps_jax.data import pipeline
-  data_dir = os.environ.get('LAPS_JAX_TEST_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
-  config = pipeline.default_config()
-  config.data_dir = data_dir
-  pipeline.ensure_prepared(config)
+  """A data_dir holding a small `synthetic_motion`, generated once per test session."""
+  from laps_jax.data import prepare
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  prepare.prepare('synthetic_motion', data_dir, num_train=SYNTHETIC_TRAIN,
+                  num_validation=SYNTHETIC_VALIDATION, seed=0, num_processes=1)
   return data_dir
 
 

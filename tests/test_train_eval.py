@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import read_scalars
+from conftest import SYNTHETIC_VALIDATION, read_scalars
 from laps_jax.train import trainer
 
 
@@ -21,7 +21,7 @@ def test_train_then_eval_mode(tiny_config, tmp_path):
   assert saved == json.loads(json.dumps(results))
   assert results['step'] == 2 and results['test_views'] == 2  # 2 clips x 1 crop
   assert results['validation']['count'] == 40  # eval.max_batches=1 batch of 40
-  assert results['test']['count'] == 400  # the whole validation split, each video once
+  assert results['test']['count'] == SYNTHETIC_VALIDATION  # the whole split, each video once
   for split in ('validation', 'test'):
     assert 0 <= results[split]['top1'] <= results[split]['top5'] <= 1 and results[split]['loss'] > 0
   assert [step for step, _ in read_scalars(workdir, 'loss')] == [1, 2]

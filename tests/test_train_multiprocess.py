@@ -27,6 +27,7 @@ from laps_jax.train import checkpointing, mesh as mesh_lib, optimizer as opt_lib
 assert jax.device_count() == 4 and jax.process_count() == num_processes
 config = make_tiny_config('unused')
 config.model.dropout_rate = 0.1
+K = config.model.num_classes
 config.model.update(dict(num_layers=1, leap_levels=(1,)))  # one block: compiles faster
 config.schedule.update(dict(base_lr=3e-3, warmup_epochs=0.0))
 tx, _ = opt_lib.make_optimizer(config, updates_per_epoch=10, total_updates=10)
@@ -40,9 +41,9 @@ with mesh_lib.activate(mesh, config.axis_rules):
   state = ts_lib.create_train_state(init_fn, shardings)
   step = ts_lib.jit_train_step(graphdef, shardings, mesh)
   for _ in range(3):
-    labels = rng.integers(0, 8, 8).astype(np.int32)
+    labels = rng.integers(0, K, 8).astype(np.int32)
     batch = dict(videos=rng.normal(size=(8, 4, 16, 16, 3)).astype(np.float32), labels=labels,
-                 targets=np.eye(8, dtype=np.float32)[labels])
+                 targets=np.eye(K, dtype=np.float32)[labels])
     part = slice(process_id * 8 // num_processes, (process_id + 1) * 8 // num_processes)
     local = {k: v[part] for k, v in batch.items()}  # this process's rows of the global batch
     state, metrics = step(state, pipeline.to_global(local, mesh))

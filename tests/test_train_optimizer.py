@@ -89,18 +89,19 @@ def test_train_and_eval_step_metrics():
   model = models.build(config.model, nnx.Rngs(params=0, dropout=1))
   graphdef, state = nnx.split(ts_lib.TrainState(model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
   rng = np.random.default_rng(0)
+  K = config.model.num_classes
   labels = np.array([0, 1, 2, 3], np.int32)
   batch = dict(videos=rng.normal(size=(4, 4, 16, 16, 3)).astype(np.float32), labels=labels,
-               targets=np.eye(8, dtype=np.float32)[labels])
+               targets=np.eye(K, dtype=np.float32)[labels])
   step = jax.jit(lambda s, b: ts_lib.train_step(graphdef, s, b))
   state, metrics = step(state, batch)
-  assert float(metrics['loss']) == pytest.approx(np.log(8), abs=1e-5)  # zero-initialised head
+  assert float(metrics['loss']) == pytest.approx(np.log(K), abs=1e-5)  # zero-initialised head
   assert float(metrics['grad_norm']) > 0 and int(state['optimizer']['step']) == 1
   state, metrics = step(state, batch)
-  assert float(metrics['loss']) < np.log(8) - 1e-3  # it learned something
+  assert float(metrics['loss']) < np.log(K) - 1e-3  # it learned something
 
   # eval_step: sums over mask=True rows only; multi-view logits are summed over views.
-  logits = np.zeros((3, 2, 8), np.float32)
+  logits = np.zeros((3, 2, K), np.float32)
   logits[0, :, 1] = [3.0, -1.0]  # sum favours class 1
   logits[1, :, 2] = [-2.0, 1.0]  # sum against class 2
   scores = ts_lib.aggregate_views(jnp.asarray(logits), 'sum_logits')

@@ -16,15 +16,16 @@ from laps_jax.train import mesh as mesh_lib, train_state as ts_lib, optimizer as
 
 config = make_tiny_config('unused')
 config.model.dropout_rate = 0.1
+K = config.model.num_classes
 config.model.update(dict(num_layers=1, leap_levels=(1,)))  # one block: compiles faster
 config.schedule.update(dict(base_lr=3e-3, warmup_epochs=0.0))
 tx, _ = opt_lib.make_optimizer(config, updates_per_epoch=10, total_updates=10)
 rng = np.random.default_rng(0)
 batches = []
 for _ in range(3):
-  labels = rng.integers(0, 8, 8).astype(np.int32)
+  labels = rng.integers(0, K, 8).astype(np.int32)
   batches.append(dict(videos=rng.normal(size=(8, 4, 16, 16, 3)).astype(np.float32), labels=labels,
-                      targets=np.eye(8, dtype=np.float32)[labels]))
+                      targets=np.eye(K, dtype=np.float32)[labels]))
 
 out = {}
 for shape in [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]:
