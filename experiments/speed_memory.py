@@ -11,8 +11,10 @@
 
 What is measured, per number of frames T and model, all in one process:
   * forward time: `jax.jit(forward)` (train=False), compiled ahead of time, one warm-up call, then
-    `--repeats` calls (each waits for its result), summarised by their minimum on a CPU (a shared
-    CPU only ever adds delays) or their median on a GPU;
+    `--repeats` calls (each waits for its result). On a GPU: wall-clock time, median. On a CPU:
+    the process's CPU time (all threads, `time.process_time`), minimum — on a shared machine the
+    wall time of a call depends on who else runs (we saw 156–434 ms for one program), its CPU time
+    hardly (86–109 ms); both clocks are kept in the JSON;
   * train-step time: value_and_grad of the cross-entropy + an optax SGD-momentum update, parameters
     and optimizer state donated, same protocol;
   * peak memory: from XLA's `compiled.memory_analysis()` of each program, i.e. the buffers that
@@ -27,9 +29,10 @@ What is measured, per number of frames T and model, all in one process:
     about three forward passes; the backward's own extra work, e.g. rematerialisation, is not
     credited — the usual MFU convention).
 The measurements are interleaved: for each T every model is compiled first, then the timed calls go
-round the models `--repeats` times, so a slow spell of a noisy machine hits every model alike and the
-ratios to vit2d hold. A program whose planned memory exceeds `--max_memory_gb` (default: 60 % of RAM
-on CPU, 95 % of the device's limit on GPU) is skipped, not run, and shows as "—".
+round the models `--repeats` times (in a shuffled order each round, and each timed forward call right
+after an untimed one, so that no model always runs with caches full of another model's data), so a
+slow spell of a noisy machine hits every model alike and the ratios to vit2d hold. A program whose planned memory exceeds `--max_memory_gb` (default: 60 % of RAM
+on CPU, 90 % of the device's limit on GPU) is skipped, not run, and shows as "—".
 
 On a GPU the models compute in bfloat16 (parameters float32) with cuDNN's fused attention
 (`attention_impl='cudnn'`; a model whose shapes cuDNN rejects falls back to XLA's attention, noted in
@@ -43,6 +46,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -64,7 +68,7 @@ from laps_jax import models
 MODELS = ('vit2d', 'laps', 'joint', 'divided', 'lvt')
 H100_BF16_DENSE_TFLOPS = 989.0
 # Dense bf16 peak TFLOP/s by device kind (vendor datasheets, no sparsity), for the MFU default.
-PEAK_BF16_TFLOPS = (('H200', 989.0), ('H100', 989.0), ('A100', 312.0), ('L4', 121.0), ('A10', 125.0))
+PEAK_BF16_TFLOPS = (('H200', 989.0), ('H100 PCIe', 756.0), ('H100', 989.0), ('A100', 312.0), ('L4', 121.0), ('A10', 125.0))
 
 
 def default_peak_tflops() -> float | None:
@@ -116,8 +120,8 @@ class Candidate:
 
   def __init__(self, name: str, config, batch: int, *, train: bool, memory_budget: int):
     self.name, self.config, self.batch = name, config, batch
-    self.forward_times: list[float] = []
-    self.train_times: list[float] = []
+    self.forward_times: list[tuple[float, float]] = []  # (wall s, process CPU s) per call
+    self.train_times: list[tuple[float, float]] = []
     self.notes: list[str] = []
     graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config, nnx.Rngs(0))))
     # Count on an XLA-attention float32 twin: cuDNN attention is one opaque call in the jaxpr.
@@ -167,22 +171,29 @@ class Candidate:
         delattr(self, attr)
     self._built = False
 
-  def time_forward(self) -> None:
+  def time_forward(self, warm_first: bool = False) -> None:
+    """One timed forward call; `warm_first`: after an untimed one, so that the caches hold this
+    program's data rather than the previous model's (the train step that ran before it)."""
     if self.forward is None:
       return
-    start = time.perf_counter()
+    if warm_first:
+      try:
+        jax.block_until_ready(self.forward(self.params, self.rest, self.videos))
+      except jax.errors.JaxRuntimeError:
+        pass  # reported by the timed call below
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
       jax.block_until_ready(self.forward(self.params, self.rest, self.videos))
     except jax.errors.JaxRuntimeError as e:  # out of memory despite the plan: report, do not abort
       self.notes.append(f'forward failed at run time: {str(e)[:120]}')
       self.forward, self.forward_times = None, []
       return
-    self.forward_times.append(time.perf_counter() - start)
+    self.forward_times.append((time.perf_counter() - start, time.process_time() - cpu_start))
 
   def time_train(self) -> None:
     if self.train_step is None:
       return
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
       self.params, self.opt_state, loss = self.train_step(
           self.params, self.opt_state, self.rest, self.videos, self.labels)
@@ -192,7 +203,7 @@ class Candidate:
       self.notes.append(f'train step failed at run time: {str(e)[:120]}')
       self.train_step, self.forward, self.train_times, self.forward_times = None, None, [], []
       return
-    self.train_times.append(time.perf_counter() - start)
+    self.train_times.append((time.perf_counter() - start, time.process_time() - cpu_start))
 
 
 def _split_params(state):
@@ -257,7 +268,9 @@ def default_memory_budget() -> int:
   if device.platform != 'cpu':
     stats = device.memory_stats() or {}
     if 'bytes_limit' in stats:
-      return int(0.95 * stats['bytes_limit'])
+      # 90 %: the other models' parameters stay resident while one runs, and XLA's plan leaves
+      # out library workspaces (cuBLAS / cuDNN)
+      return int(0.9 * stats['bytes_limit'])
   return int(0.6 * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
 
 
@@ -292,12 +305,13 @@ def run_sweep(args) -> dict[str, Any]:
       c.time_train()
       c.forward_times.clear()
       c.train_times.clear()
-    for _ in range(args.repeats):  # interleaved: round-robin over the models
-      for c in candidates:
-        c.time_forward()
+    order = random.Random(0)
+    for _ in range(args.repeats):  # interleaved: every round visits every model, in a shuffled order
+      for c in order.sample(candidates, len(candidates)):
+        c.time_forward(warm_first=True)
         c.time_train()
     for c in candidates:
-      rows.append(_row(c, frames, peak, args.statistic))
+      rows.append(_row(c, frames, peak, args.statistic, args.clock))
       c.release()
   meta = {
       'command': 'python experiments/speed_memory.py ' + ' '.join(args.argv),
@@ -310,18 +324,26 @@ def run_sweep(args) -> dict[str, Any]:
       'jax': jax.__version__,
       'size': args.size, 'image_size': args.image_size,
       'dtype': _config(names[0], frames_list[0], args).dtype,
-      'peak_tflops': peak, 'repeats': args.repeats, 'statistic': args.statistic, 'memory_budget_gib': budget / 2**30,
+      'peak_tflops': peak, 'repeats': args.repeats, 'statistic': args.statistic, 'clock': args.clock, 'memory_budget_gib': budget / 2**30,
   }
   return {'meta': meta, 'rows': rows}
 
 
-def _row(c: Candidate, frames: int, peak_tflops: float | None, statistic: str) -> dict[str, Any]:
+def _row(c: Candidate, frames: int, peak_tflops: float | None, statistic: str, clock: str) -> dict[str, Any]:
   summarise = min if statistic == 'min' else statistics.median
-  fwd = summarise(c.forward_times) if c.forward_times else None
-  train = summarise(c.train_times) if c.train_times else None
+
+  def seconds(times, which):
+    return summarise(t[which] for t in times) if times else None
+  index = 0 if clock == 'wall' else 1
+  fwd, train = seconds(c.forward_times, index), seconds(c.train_times, index)
   row = {
       'frames': frames, 'model': c.name, 'batch': c.batch,
       'gmacs_per_clip': c.macs_per_clip / 1e9,
+      'clock': clock,
+      'forward_wall_ms': None if not c.forward_times else 1e3 * seconds(c.forward_times, 0),
+      'forward_cpu_ms': None if not c.forward_times else 1e3 * seconds(c.forward_times, 1),
+      'train_wall_ms': None if not c.train_times else 1e3 * seconds(c.train_times, 0),
+      'train_cpu_ms': None if not c.train_times else 1e3 * seconds(c.train_times, 1),
       'forward_ms': None if fwd is None else 1e3 * fwd,
       'train_ms': None if train is None else 1e3 * train,
       'forward_mib': c.forward_bytes / 2**20,
@@ -376,7 +398,8 @@ def plot(result: dict[str, Any], path: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  panels = [('forward_ms', 'forward time (ms)'), ('train_ms', 'train step time (ms)'),
+  clock = 'CPU time' if result['meta'].get('clock') == 'cpu' else 'wall clock'
+  panels = [('forward_ms', f'forward ({clock}, ms)'), ('train_ms', f'train step ({clock}, ms)'),
             ('train_mib', 'train step memory (MiB, XLA plan)')]
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
   names = list(dict.fromkeys(r['model'] for r in result['rows']))
@@ -410,6 +433,10 @@ def parse_args(argv=None):
                                                      'default: 1 on CPU, 8 on GPU')
   parser.add_argument('--num_classes', type=int, default=400)
   parser.add_argument('--repeats', type=int, default=None, help='timed calls per program (default: 7 on CPU, 10 on GPU)')
+  parser.add_argument('--clock', default=None, choices=('cpu', 'wall'),
+                      help='what a call costs: process CPU time of all threads (default on CPU: a shared '
+                           'machine changes wall time, not the work done) or wall-clock time (default on '
+                           'GPU, where the work is on the device)')
   parser.add_argument('--statistic', default=None, choices=('min', 'median'),
                       help='summary of the timed calls; default: min on CPU (a shared CPU only adds '
                            'delays, so the fastest call is the cleanest estimate), median on GPU')
@@ -430,6 +457,7 @@ def parse_args(argv=None):
   args.batch = args.batch or ('8' if on_gpu else '1')
   args.repeats = args.repeats or (10 if on_gpu else 7)
   args.statistic = args.statistic or ('median' if on_gpu else 'min')
+  args.clock = args.clock or ('wall' if on_gpu else 'cpu')
   return args
 
 
@@ -442,7 +470,8 @@ def main(argv=None) -> dict[str, Any]:
             f"jax {meta['jax']}, {meta['size']} @ {meta['image_size']}², {meta['dtype']}, "
             f"load average {meta['load_average_1min_before_after'][0]:.1f} → "
             f"{meta['load_average_1min_before_after'][1]:.1f}; "
-            f"{meta['statistic']} of {meta['repeats']} interleaved calls; memory = XLA's plan "
+            f"{meta['statistic']} of {meta['repeats']} interleaved calls, "
+            f"{'process CPU time (all threads)' if meta['clock'] == 'cpu' else 'wall-clock time'}; memory = XLA's plan "
             f"(arguments + outputs + temporaries − aliased).")
   print(header + '\n\n' + table)
   if args.out:
