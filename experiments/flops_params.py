@@ -137,7 +137,7 @@ def forward_macs(config, batch: int = 1) -> int:
 def xla_flops(config, batch: int = 1) -> dict[str, float]:
   """XLA's cost analysis of the forward pass: {'compiled': flops, 'lowered': flops}."""
   graphdef, state = abstract_model(config)
-  # Always XLA:CPU's count (no accelerator needed, the same figure on every machine).
+  # XLA:CPU's count everywhere (no accelerator needed; the same figure on every machine).
   with jax.default_device(jax.local_devices(backend='cpu')[0]):
     lowered = jax.jit(forward_fn(graphdef)).lower(state, video_spec(config, batch))
     lowered_cost = lowered.cost_analysis() or {}
@@ -152,7 +152,7 @@ def xla_flops(config, batch: int = 1) -> dict[str, float]:
 # A closed-form count (fvcore's rule by hand): an independent check of the jaxpr counter.
 # ---------------------------------------------------------------------------------------------
 def analytic_macs(config) -> int:
-  """Matmul/conv MACs of one clip, written out from the architecture (DESIGN.md 1.1–1.3)."""
+  """Matmul/conv MACs of one clip, written out by hand from the architecture (the models' docstrings)."""
   c, m, layers, t = config.hidden_size, config.mlp_dim, config.num_layers, config.num_frames
   heads, k = config.num_heads, config.num_classes
   d = c // heads
