@@ -75,7 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ----------------------------------------------------------------------------------- optimisation
   config.batch_size = 32  # global, per train step
-  config.num_epochs = 10.0
+  config.num_epochs = 8.0  # ~1050 steps at batch 32
   config.total_steps = -1  # > 0 overrides num_epochs
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,

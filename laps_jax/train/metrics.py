@@ -9,7 +9,6 @@ import time
 
 import jax
 import numpy as np
-from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from flax import nnx
