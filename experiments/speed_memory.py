@@ -225,6 +225,8 @@ def auto_batch(name: str, frames: int, args, memory_budget: int) -> int:
     return c.train_bytes if c is not None else 2**62
   small, large = 4, 8
   b_small, b_large = bytes_at(small), bytes_at(large)
+  if b_small >= 2**62:
+    raise RuntimeError(f'--batch auto: {name} at T={frames} does not build (see the message above)')
   per_clip = max((b_large - b_small) / (large - small), 1)
   fixed = b_small - small * per_clip
   batch = int((memory_budget - fixed) // per_clip)
@@ -241,7 +243,7 @@ def _build_candidate(name: str, frames: int, batch: int, args, budget: int) -> C
   try:
     return Candidate(name, config, batch, train=not args.no_train, memory_budget=budget)
   except Exception as e:  # keep the sweep going: report and skip, or retry without cuDNN
-    if config.attention_impl == 'cudnn' and args.attention_impl == 'auto_by_backend':
+    if args.attention_impl == 'cudnn_or_xla':
       print(f'T={frames} {name}: cuDNN attention failed ({type(e).__name__}: {str(e)[:200]}); '
             'retrying with XLA attention', file=sys.stderr)
       config.attention_impl = 'xla'
@@ -258,7 +260,7 @@ def _build_candidate(name: str, frames: int, batch: int, args, budget: int) -> C
 def _config(name: str, frames: int, args):
   on_gpu = jax.default_backend() == 'gpu'
   dtype = args.dtype if args.dtype != 'auto' else ('bfloat16' if on_gpu else 'float32')
-  impl = args.attention_impl if args.attention_impl != 'auto_by_backend' else ('cudnn' if on_gpu else 'xla')
+  impl = 'cudnn' if args.attention_impl == 'cudnn_or_xla' else args.attention_impl
   return model_config(name, args.size, frames=frames, image_size=args.image_size,
                       num_classes=args.num_classes, dtype=dtype, attention_impl=impl, remat=args.remat)
 
@@ -390,6 +392,9 @@ def markdown_table(result: dict[str, Any]) -> str:
       if with_mfu:
         cells.append(_cell(100 * r['mfu'] if 'mfu' in r else None, '.1f') + (' %' if 'mfu' in r else ''))
       lines.append('| ' + ' | '.join(cells) + ' |')
+  notes = [f"T={r['frames']} {r['model']}: {r['notes']}" for r in rows if r.get('notes')]
+  if notes:
+    lines += ['', 'Notes:', *(f'- {n}' for n in notes)]
   return '\n'.join(lines)
 
 
@@ -443,8 +448,9 @@ def parse_args(argv=None):
   parser.add_argument('--no_train', action='store_true', help='forward only')
   parser.add_argument('--remat', action='store_true', help='rematerialise each block in the backward pass')
   parser.add_argument('--dtype', default='auto', help="compute dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
-  parser.add_argument('--attention_impl', default='auto_by_backend',
-                      help="'xla' | 'cudnn' | 'auto'; default: 'cudnn' on GPU (falling back to 'xla' per model), 'xla' on CPU")
+  parser.add_argument('--attention_impl', default=None, choices=('xla', 'cudnn', 'auto', 'cudnn_or_xla'),
+                      help="the models' attention_impl; 'cudnn_or_xla' tries cuDNN and falls back to XLA per "
+                           "model. Default: 'cudnn_or_xla' on GPU, 'xla' on CPU")
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help=f'peak dense TFLOP/s for MFU (default on GPU: {H100_BF16_DENSE_TFLOPS}, H100 SXM bf16)')
   parser.add_argument('--max_memory_gb', type=float, default=None, help='skip programs that plan more than this')
@@ -458,6 +464,7 @@ def parse_args(argv=None):
   args.repeats = args.repeats or (10 if on_gpu else 7)
   args.statistic = args.statistic or ('median' if on_gpu else 'min')
   args.clock = args.clock or ('wall' if on_gpu else 'cpu')
+  args.attention_impl = args.attention_impl or ('cudnn_or_xla' if on_gpu else 'xla')
   return args
 
 

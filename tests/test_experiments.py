@@ -138,3 +138,21 @@ def test_speed_memory_skips_what_does_not_fit():
   config = model_config('vit2d', 'micro', frames=2, image_size=32)
   c = speed_memory.Candidate('vit2d', config, 1, train=True, memory_budget=1024)  # 1 KiB
   assert c.forward is None and c.train_step is None and 'budget' in ' '.join(c.notes)
+
+
+def test_speed_memory_gpu_path_pieces_on_cpu():
+  """What the GPU run relies on, exercised on a CPU: cuDNN attention falls back to XLA's per model
+  (cuDNN is absent here), `--batch auto` picks the largest multiple of 8 that XLA plans to fit,
+  and MFU is reported against `--peak_tflops`."""
+  budget_gb = 0.008
+  result = speed_memory.main(['--models', 'vit2d', '--frames', '2', '--size', 'micro', '--image_size', '32',
+                              '--attention_impl', 'cudnn_or_xla', '--batch', 'auto',
+                              '--max_memory_gb', str(budget_gb), '--peak_tflops', '1', '--repeats', '1'])
+  (row,) = result['rows']
+  assert 'XLA attention' in row['notes'] and row['train_ms'] > 0
+  assert row['mfu'] == pytest.approx(row['train_tflops'] / 1.0)
+  batch, budget = row['batch'], int(0.9 * budget_gb * 2**30)  # auto keeps 10 % for resident models
+  assert batch >= 8 and batch % 8 == 0 and row['train_mib'] * 2**20 <= budget
+  config = model_config('vit2d', 'micro', frames=2, image_size=32)
+  bigger = speed_memory.Candidate('vit2d', config, batch + 8, train=True, memory_budget=2**62)
+  assert bigger.train_bytes > budget  # the next multiple of 8 would not fit
