@@ -10,7 +10,6 @@ compile ran on: compile on the target accelerator for exact figures; the CPU fig
 import time
 
 import jax
-from absl import logging
 from clu import parameter_overview
 from flax import nnx
 
@@ -88,8 +87,6 @@ def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
       f'{_flops(results["flops_per_step"])} in all, '
       f'{_flops(results["flops_per_step"] / config.batch_size)} per clip (forward + backward)',
   ]
-  text = '\n'.join(lines)
-  logging.info('\n%s', text)
   if jax.process_index() == 0:
-    print(text, flush=True)
+    print('\n'.join(lines), flush=True)  # stdout: the report itself (the log has the rest)
   return results
