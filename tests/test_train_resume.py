@@ -32,8 +32,11 @@ def _config(tiny_config):
 
 def _start(config_path, workdir):
   log = open(os.path.join(os.path.dirname(workdir), os.path.basename(workdir) + '.log'), 'a')
+  # A process group of its own: the preemption signal goes to the whole group (the trainer and its
+  # data-loader worker), as schedulers and `timeout` send it.
   return subprocess.Popen([sys.executable, 'main.py', f'--config={config_path}', f'--workdir={workdir}'],
-                          cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT), log.name
+                          cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT,
+                          start_new_session=True), log.name
 
 
 def _wait_for(condition, process, timeout=300):
@@ -54,10 +57,11 @@ def test_preempted_and_killed_run_continues_exactly(tiny_config, tmp_path):
   config_path = write_config_file(tmp_path / 'tiny.py', _config(tiny_config))
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
 
-  # 1. SIGTERM (preemption) once a few steps are done: the run saves and exits cleanly.
+  # 1. SIGTERM (preemption) to the process group once a few steps are done: the run saves the
+  # last finished step and exits cleanly, although the data worker is gone too.
   process, log = _start(config_path, resumed)
   _wait_for(lambda: _logged_steps(log) >= 2, process)
-  process.send_signal(signal.SIGTERM)
+  os.killpg(process.pid, signal.SIGTERM)
   assert process.wait(timeout=300) == 0
   with open(log) as f:
     preempted_at = int(re.search(r'Preempted: saved the checkpoint at step (\d+)', f.read()).group(1))
