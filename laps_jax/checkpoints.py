@@ -61,12 +61,12 @@ def save_params(directory: str, params: dict, config, *, dtype: str | None = Non
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
 
 
-def _tuples(value):
+def lists_to_tuples(value):
   """JSON has no tuples; configs use them (leap_levels, ...)."""
   if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
+    return tuple(lists_to_tuples(v) for v in value)
   if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
+    return {k: lists_to_tuples(v) for k, v in value.items()}
   return value
 
 
@@ -77,7 +77,7 @@ def load_config(directory: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f'{directory} is not an exported model: {CONFIG_FILE} is missing '
                             '(export a training run with `python -m laps_jax.export`)')
   with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+    return ml_collections.ConfigDict(lists_to_tuples(json.load(f)))
 
 
 def load_params(directory: str) -> dict:

@@ -27,7 +27,7 @@ def load_run_config(workdir: str):
   if not os.path.exists(path):
     raise FileNotFoundError(f'{workdir} is not a training workdir: config.json is missing')
   with open(path) as f:
-    return ml_collections.ConfigDict(checkpoints._tuples(json.load(f)))  # pylint: disable=protected-access
+    return ml_collections.ConfigDict(checkpoints.lists_to_tuples(json.load(f)))
 
 
 def export(workdir: str, output: str, *, dtype: str | None = None, step: int | None = None) -> int:

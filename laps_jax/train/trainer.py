@@ -25,7 +25,7 @@ from clu import metric_writers
 from clu import periodic_actions
 from flax import nnx
 
-from laps_jax import checkpoints as export_lib
+from laps_jax import checkpoints as model_checkpoints
 from laps_jax import models
 from laps_jax.train import checkpointing
 from laps_jax.train import dry_run as dry_run_lib
@@ -76,7 +76,7 @@ def check_init_from(config) -> None:
   if not config.init_from:
     return
   try:
-    saved = export_lib.load_config(config.init_from)
+    saved = model_checkpoints.load_config(config.init_from)
   except FileNotFoundError as e:
     raise FileNotFoundError(
         f'config.init_from: {e}. Convert pretrained weights with `python -m laps_jax.convert`, '
@@ -133,10 +133,10 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: float):
 def initialise_from(state, graphdef, config):
   """Copies the parameters of the exported model at config.init_from into `state`; the
   classifier is kept freshly initialised when the number of classes differs."""
-  saved_config = export_lib.load_config(config.init_from)
-  params = export_lib.flatten_params(export_lib.load_params(config.init_from))
+  saved_config = model_checkpoints.load_config(config.init_from)
+  params = model_checkpoints.flatten_params(model_checkpoints.load_params(config.init_from))
   train_state = nnx.merge(graphdef, state)
-  current = export_lib.flatten_params(nnx.to_pure_dict(nnx.state(train_state.model, nnx.Param)))
+  current = model_checkpoints.flatten_params(nnx.to_pure_dict(nnx.state(train_state.model, nnx.Param)))
   if saved_config.num_classes != config.model.num_classes:
     head = [name for name in current if name.startswith('head/')
             and current[name].shape != getattr(params.get(name), 'shape', None)]
@@ -144,7 +144,7 @@ def initialise_from(state, graphdef, config):
                  saved_config.num_classes, config.model.num_classes, head)
     for name in head:
       params[name] = current[name]
-  export_lib.assign_params(train_state.model, params)
+  model_checkpoints.assign_params(train_state.model, params)
   logging.info('Initialised the parameters from %s', config.init_from)
   return nnx.state(train_state)
 
