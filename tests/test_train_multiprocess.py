@@ -1,13 +1,14 @@
 """Two JAX processes on localhost (jax.distributed, gloo CPU collectives), 2 CPU devices each,
 train the same global batches as one process with 4 devices and get the same losses; the state
-they checkpoint together restores to the same values."""
+they checkpoint together restores to the same values. And main.py's multi-host flags end to end."""
 import json
+import os
 import subprocess
 import sys
 
 import portpicker
 
-from conftest import REPO, python_env, run_python
+from conftest import REPO, python_env, read_scalars, run_python, write_config_file
 
 # argv: process_id num_processes port workdir. Prints RESULT{...} on process 0.
 SCRIPT = r'''
@@ -82,3 +83,29 @@ def test_two_processes_match_one_process(tmp_path):
   assert got['restored_equal'] and expected['restored_equal']
   assert got['fc1_spec'][0] == 'fsdp'  # sharded across the two processes' devices
   assert abs(got['fc1_sum'] - expected['fc1_sum']) < 1e-4
+
+
+def test_main_py_runs_on_two_processes(tiny_config, tmp_path):
+  """main.py's multi-host flags: each process reads its half of every batch, both save their data
+  iterator position in the shared checkpoint, process 0 writes metrics and results."""
+  config = tiny_config()
+  config.total_steps = 3
+  config.eval.update(dict(every_steps=0, batch_size=40, max_batches=1))
+  path = write_config_file(tmp_path / 'tiny.py', config)
+  workdir = tmp_path / 'run'
+  port = str(portpicker.pick_unused_port())
+  processes = [subprocess.Popen(
+      [sys.executable, 'main.py', f'--config={path}', f'--workdir={workdir}',
+       f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+      cwd=REPO, env=python_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for p, (_, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-5000:]
+  assert "over 2 devices (2 processes)" in outputs[0][1]
+  data_item = workdir / 'checkpoints' / '3' / 'data'
+  assert sorted(f for f in os.listdir(data_item) if f.endswith('.json')) == [
+      'process_0-of-2.json', 'process_1-of-2.json']
+  assert [step for step, _ in read_scalars(str(workdir), 'loss')] == [1, 2, 3]
+  with open(workdir / 'results.json') as f:
+    assert json.load(f)['validation']['count'] == 40
