@@ -5,7 +5,8 @@ r"""The embedded demo: a tiny model on the generated `synthetic_motion` dataset 
 
 Variants (`:model=...`): laps (default) | vit2d | joint | divided | lvt.
 The dataset's classes differ only in the order of events (laps_jax/data/synthetic_motion.py), so
-LAPS, joint, divided and LVT learn it while the per-frame vit2d stays near chance (1/8).
+LAPS, joint and LVT reach 100 % validation top-1 (LVT in ~13 min), divided ~50 % after the same 8
+epochs, while the per-frame vit2d stays at chance (1/6): see README.md for the measured runs.
 Runs on 2 CPU cores in a few minutes, dataset generation included.
 """
 import ml_collections
