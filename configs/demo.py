@@ -11,34 +11,14 @@ Runs on 2 CPU cores in a few minutes, dataset generation included.
 """
 import ml_collections
 
+from laps_jax.config_args import parse_config_arg
+from laps_jax.train.mesh import DEFAULT_AXIS_RULES
+
 MODELS = ('laps', 'vit2d', 'joint', 'divided', 'lvt')
 
 
-# Logical parameter axes -> mesh axes (data, fsdp, tensor). Batch over data x fsdp; FSDP shards
-# the model width; tensor parallelism splits heads and the MLP. Every name the models use appears.
-AXIS_RULES = (
-    ('batch', ('data', 'fsdp')),
-    ('embed', 'fsdp'),
-    ('mlp', 'tensor'),
-    ('heads', 'tensor'),
-    ('kv', None),
-    ('classes', None),
-    ('patch', None),
-    ('time', None),
-    ('tokens', None),
-)
-
-
 def _parse(arg: str | None) -> dict:
-  args = {'model': 'laps'}
-  for part in filter(None, (arg or '').split(',')):
-    key, _, value = part.partition('=')
-    if key not in args:
-      raise ValueError(f'configs/demo.py takes {sorted(args)}, got {key!r}')
-    args[key] = value
-  if args['model'] not in MODELS:
-    raise ValueError(f'configs/demo.py:model= must be one of {MODELS}, got {args["model"]!r}')
-  return args
+  return parse_config_arg(arg, {'model': 'laps'}, {'model': MODELS}, 'configs/demo.py')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -87,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ----------------------------------------------------------------------------------- devices
   config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
-  config.axis_rules = AXIS_RULES
+  config.axis_rules = DEFAULT_AXIS_RULES  # laps_jax/train/mesh.py
 
   # ----------------------------------------------------------------------------------- loop
   config.log_every_steps = 50

@@ -17,29 +17,12 @@ Variant args: res=224|384.
 """
 import ml_collections
 
-AXIS_RULES = (
-    ('batch', ('data', 'fsdp')),
-    ('embed', 'fsdp'),
-    ('mlp', 'tensor'),
-    ('heads', 'tensor'),
-    ('kv', None),
-    ('classes', None),
-    ('patch', None),
-    ('time', None),
-    ('tokens', None),
-)
+from laps_jax.config_args import parse_config_arg
+from laps_jax.train.mesh import DEFAULT_AXIS_RULES
 
 
 def _parse(arg: str | None) -> dict:
-  args = {'res': '224'}
-  for part in filter(None, (arg or '').split(',')):
-    key, _, value = part.partition('=')
-    if key not in args:
-      raise ValueError(f'configs/laps_vitb.py takes {sorted(args)}, got {key!r}')
-    args[key] = value
-  if args['res'] not in ('224', '384'):
-    raise ValueError(f'configs/laps_vitb.py:res= must be 224 or 384, got {args["res"]!r}')
-  return args
+  return parse_config_arg(arg, {'res': '224'}, {'res': ('224', '384')}, 'configs/laps_vitb.py')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -83,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ----------------------------------------------------------------------------------- devices
   config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
-  config.axis_rules = AXIS_RULES
+  config.axis_rules = DEFAULT_AXIS_RULES  # laps_jax/train/mesh.py
 
   # ----------------------------------------------------------------------------------- loop
   config.log_every_steps = 100

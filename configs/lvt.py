@@ -20,31 +20,15 @@ The views' logits are summed at test time (the official test-time aggregation wa
 """
 import ml_collections
 
-AXIS_RULES = (
-    ('batch', ('data', 'fsdp')),
-    ('embed', 'fsdp'),
-    ('mlp', 'tensor'),
-    ('heads', 'tensor'),
-    ('kv', None),
-    ('classes', None),
-    ('patch', None),
-    ('time', None),
-    ('tokens', None),
-)
+from laps_jax.config_args import parse_config_arg
+from laps_jax.train.mesh import DEFAULT_AXIS_RULES
+
 
 DATASETS = {'kinetics400': 400, 'kinetics600': 600, 'ssv2': 174}
 
 
 def _parse(arg: str | None) -> dict:
-  args = {'dataset': 'kinetics400'}
-  for part in filter(None, (arg or '').split(',')):
-    key, _, value = part.partition('=')
-    if key not in args:
-      raise ValueError(f'configs/lvt.py takes {sorted(args)}, got {key!r}')
-    args[key] = value
-  if args['dataset'] not in DATASETS:
-    raise ValueError(f'configs/lvt.py:dataset= must be one of {sorted(DATASETS)}, got {args["dataset"]!r}')
-  return args
+  return parse_config_arg(arg, {'dataset': 'kinetics400'}, {'dataset': tuple(sorted(DATASETS))}, 'configs/lvt.py')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,7 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ----------------------------------------------------------------------------------- devices
   config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
-  config.axis_rules = AXIS_RULES
+  config.axis_rules = DEFAULT_AXIS_RULES  # laps_jax/train/mesh.py
 
   # ----------------------------------------------------------------------------------- loop
   config.log_every_steps = 100

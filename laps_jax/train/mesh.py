@@ -26,6 +26,21 @@ from laps_jax.train.errors import ConfigError
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
 
+# Logical parameter axes -> mesh axes: the batch over data x fsdp, FSDP shards the model width,
+# tensor parallelism splits heads and the MLP. Every logical name the models use appears, so a
+# model that adds a name adds it here once (the configs use this table as `config.axis_rules`).
+DEFAULT_AXIS_RULES = (
+    ('batch', ('data', 'fsdp')),
+    ('embed', 'fsdp'),
+    ('mlp', 'tensor'),
+    ('heads', 'tensor'),
+    ('kv', None),
+    ('classes', None),
+    ('patch', None),
+    ('time', None),
+    ('tokens', None),
+)
+
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
   """Replaces one -1 in `shape` by what is left of `num_devices`; checks the product.
