@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from laps_jax.data import augment  # pylint: disable=g-import-not-at-top
+from configs import demo  # pylint: disable=g-import-not-at-top
+from laps_jax.data import augment
 from laps_jax.data import pipeline
 from laps_jax.data import prepare
 from laps_jax.data import sampling
@@ -113,7 +114,7 @@ def measure(next_batch, batch_size: int, batches: int) -> tuple[float, float]:
 
 
 def data_config(data_dir: str, **overrides):
-  c = pipeline.default_config()
+  c = demo.get_config().data
   c.data_dir = data_dir
   c.num_workers = 0
   c.update(overrides)
@@ -227,7 +228,7 @@ def main(argv=None) -> None:
     # (c) Baseline: PyAV decoding of the mp4 at every step, same sampling and augmentation.
     paths = sorted(os.path.join(manual, 'train', f) for f in os.listdir(os.path.join(manual,
                                                                                       'train')))
-    baseline = PyAVBaseline(paths, 8, 8, pipeline._train_options(c))
+    baseline = PyAVBaseline(paths, 8, 8, pipeline.train_options(c))
     wall_c, cpu_c = measure(lambda: baseline.batch(args.batch_size), args.batch_size,
                             args.batches)
     rows.append(('Kinetics-format, mp4 decoded with PyAV every step', settings, wall_c, cpu_c))

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
+from configs import demo
 from laps_jax.data import augment
+from laps_jax.data import loaders
 from laps_jax.data import pipeline
 from laps_jax.data import prepare
 from laps_jax.data import registry
@@ -26,7 +28,7 @@ def data_dir(tmp_path_factory):
 
 
 def config(data_dir, **overrides):
-  c = pipeline.default_config()
+  c = demo.get_config().data
   c.data_dir = data_dir
   c.num_workers = 0
   c.update(overrides)
@@ -139,7 +141,7 @@ def test_train_loader_is_deterministic_and_reshuffles_every_epoch(data_dir):
   assert not np.array_equal(a[0]['videos'], other[0]['videos'])
   # 64 records, 16 per batch: each epoch is 4 batches holding every record once, so the label
   # counts of an epoch are those of the split; the two epochs come in different orders.
-  source = pipeline._data_source(c, 'train')
+  source = pipeline.data_source(c, 'train')
   split_counts = np.bincount([int(source[i]['label']) for i in range(len(source))], minlength=6)
   epochs = [np.concatenate([x['labels'] for x in a[:4]]), np.concatenate([x['labels'] for x in a[4:]])]
   for labels in epochs:
@@ -190,7 +192,7 @@ def test_eval_single_view_covers_the_split_once_with_padding(data_dir):
   assert len(batches) == 3                               # ceil(20 / 8)
   mask = np.concatenate([b['mask'] for b in batches])
   assert mask.tolist() == [True] * NUM_VALIDATION + [False] * 4
-  source = pipeline._data_source(c, 'validation')
+  source = pipeline.data_source(c, 'validation')
   labels = np.concatenate([b['labels'] for b in batches])[:NUM_VALIDATION]
   assert labels.tolist() == [int(source[i]['label']) for i in range(NUM_VALIDATION)]
   videos = np.concatenate([b['videos'] for b in batches])
@@ -227,9 +229,9 @@ def test_eval_split_over_two_processes(data_dir, monkeypatch):
                                               multi_view=False))
   parts = []
   for process in range(2):
-    monkeypatch.setattr(pipeline.grain, 'ShardByJaxProcess',
+    monkeypatch.setattr(grain, 'ShardByJaxProcess',
                         lambda drop_remainder, p=process: grain.ShardOptions(p, 2, drop_remainder))
-    monkeypatch.setattr(pipeline, '_local_batch_size', lambda b: (b // 2, 2))
+    monkeypatch.setattr(loaders, '_local_batch_size', lambda b: (b // 2, 2))
     parts.append(list(pipeline.make_eval_loader(c, split='validation', global_batch_size=8,
                                                 multi_view=False)))
   assert len(parts[0]) == len(parts[1]) == 3        # 24 padded rows, 12 per process, 4 a batch

@@ -10,5 +10,8 @@ the module that holds their function (`video_decode`, `synthetic_motion`), never
   - `kinetics`, `ssv2`, `synthetic_motion`: the datasets; `registry`: name -> builder class.
   - `prepare`: `python -m laps_jax.data.prepare --dataset=NAME --manual_dir=DIR --data_dir=DIR`.
   - `sampling`, `augment`, `mixup`: what the pipeline does to one clip / one batch.
-  - `pipeline`: config keys, loaders, `to_global` (the entry point for training).
+  - `data_config` (the `config.data` keys), `datasets` (prepared data, generated under a lock),
+    `transforms` (grain transforms), `loaders` (grain DataLoaders), `iterator_checkpoint` (Orbax
+    args of the train iterator), `to_device` (`to_global`);
+  - `pipeline`: the entry point for training, gathering the public names of those modules.
 """
