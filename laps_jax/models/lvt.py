@@ -10,6 +10,8 @@ token, no spatial position embedding. Each block (TimeSformer order) on tokens (
 Head (the official VVTHead): final norm on every token -> dropout -> mean over N -> mean over T ->
 LayerNorm (eps 1e-5) -> Linear(C -> head_mlp_dim) -> GELU -> dropout -> Linear(-> classes).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -19,10 +21,73 @@ from laps_jax.models.layers import (DropPath, LayerNorm, Linear, compute_dtype, 
                                     sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.linear_attention import kernel_feature_map, linear_attention
 from laps_jax.models.neighbourhood_shift import spatial_shift, temporal_shift
+from laps_jax.models.registry import SizeVariants, register
 from laps_jax.models.softmax_attention import HeadsOutProjection, QKVProjection
 
 BLOCK_NORM_EPS = 1e-6
 EMBED_AND_HEAD_NORM_EPS = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class LVTConfig(SizeVariants):
+  """Hyper-parameters of LVT; the fields are exactly the `config.model` keys of name='lvt'.
+
+  Sizes: 'base' is the published backbone (width 512, 12 layers, 8 heads, MLP 2048, overlapping
+  16×16 patches at stride 14 with padding 8: a 17×17 grid at 224², VVT head 768); 'Mu' is the CPU
+  demo model. The defaults are the Kinetics-400 setting (two gates, temporal shift div 8).
+  `temporal_embed_frames` / `shift_segment_frames` = None (a placeholder) follow num_frames: one
+  embedding slot per frame and one shift segment per clip (the official Kinetics checkpoints
+  need 8 / 8 instead: set them to load those).
+  """
+  SIZES = {
+      'Mu': dict(hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, patch_size=8, patch_stride=8,
+                 patch_padding=0, head_mlp_dim=64),
+      'base': dict(hidden_size=512, num_layers=12, num_heads=8, mlp_dim=2048, patch_size=16,
+                   patch_stride=14, patch_padding=8, head_mlp_dim=768),
+  }
+
+  name: str = 'lvt'
+  image_size: int = 224
+  patch_size: int = 16
+  hidden_size: int = 512
+  num_layers: int = 12
+  num_heads: int = 8
+  mlp_dim: int = 2048
+  num_frames: int = 16
+  num_classes: int = 400
+  dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  attention_impl: str = 'auto'  # unused by linear attention; kept so every family takes it
+  dtype: str = 'float32'
+  remat: bool = False
+  patch_stride: int = 14
+  patch_padding: int = 8
+  fixation: bool = True  # feature fixation (the gates); False = plain linear attention
+  shared_gate: bool = False  # one gate for q and k (SSv2, K600) or two (K400)
+  temporal_shift_div: int = 8  # k/v temporal shift in the spatial pass (0 = off)
+  spatial_shift: bool = True  # k/v spatial shift in the temporal pass
+  head_mlp_dim: int = 768
+  head_dropout_rate: float = 0.0
+  temporal_embed_frames: int | None = None  # None = num_frames
+  shift_segment_frames: int | None = None  # None = num_frames
+
+  def __post_init__(self):
+    # Placeholders resolved here, so one flag (num_frames) changes the clip length.
+    for key in ('temporal_embed_frames', 'shift_segment_frames'):
+      if getattr(self, key) is None:
+        object.__setattr__(self, key, self.num_frames)
+    if self.name != 'lvt':
+      raise ValueError(f"LVTConfig.name must be 'lvt', got {self.name!r}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f'model.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}')
+    if self.temporal_shift_div < 0:
+      raise ValueError(f'model.temporal_shift_div must be >= 0, got {self.temporal_shift_div}')
+    for key in ('temporal_embed_frames', 'shift_segment_frames'):
+      if getattr(self, key) < 1:
+        raise ValueError(f'model.{key} must be >= 1, got {getattr(self, key)}')
+    if self.num_frames % self.shift_segment_frames:
+      raise ValueError(f'model.shift_segment_frames={self.shift_segment_frames} does not divide '
+                       f'num_frames={self.num_frames}')
 
 
 def patch_grid_size(image_size: int, patch_size: int, stride: int, padding: int) -> int:
@@ -58,18 +123,20 @@ class LinearVideoAttention(nnx.Module):
   attention per head, and the output projection.
   """
 
-  def __init__(self, config, *, over: str, grid_size: tuple[int, int], dtype, rngs: nnx.Rngs):
-    c, heads = config.hidden_size, config.num_heads
+  def __init__(self, hidden_size: int, num_heads: int, *, over: str, grid_size: tuple[int, int],
+               temporal_shift_div: int, shift_segment_frames: int, spatial_shift: bool, fixation: bool,
+               shared_gate: bool, dropout_rate: float, dtype, rngs: nnx.Rngs):
+    c, heads = hidden_size, num_heads
     self.over = over
     self.grid_size = grid_size
-    self.temporal_shift_div = config.temporal_shift_div if over == 'space' else 0
-    self.shift_segment_frames = config.shift_segment_frames
-    self.spatial_shift = bool(config.spatial_shift) and over == 'time'
+    self.temporal_shift_div = temporal_shift_div if over == 'space' else 0
+    self.shift_segment_frames = shift_segment_frames
+    self.spatial_shift = bool(spatial_shift) and over == 'time'
     self.qkv = QKVProjection(c, heads, dtype=dtype, rngs=rngs)
-    self.fixation = (FeatureFixation(c // heads, shared_gate=config.shared_gate, dtype=dtype, rngs=rngs)
-                     if config.fixation else None)
+    self.fixation = (FeatureFixation(c // heads, shared_gate=shared_gate, dtype=dtype, rngs=rngs)
+                     if fixation else None)
     self.proj = HeadsOutProjection(heads, c // heads, c, dtype=dtype, rngs=rngs)
-    self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
   def _shift_kv(self, z: jax.Array) -> jax.Array:
     """z (B, T, N, H, d): the neighbourhood shift over the merged head-major channels."""
@@ -131,12 +198,17 @@ class MixFFN(nnx.Module):
 class LVTBlock(nnx.Module):
   """Divided linear-attention block: temporal, then spatial, then Mix-FFN (all pre-LN, eps 1e-6)."""
 
-  def __init__(self, config, grid_size: tuple[int, int], *, drop_path_rate: float, dtype, rngs: nnx.Rngs):
+  def __init__(self, config: LVTConfig, grid_size: tuple[int, int], *, drop_path_rate: float, dtype,
+               rngs: nnx.Rngs):
     c = config.hidden_size
+    attention = dict(grid_size=grid_size, temporal_shift_div=config.temporal_shift_div,
+                     shift_segment_frames=config.shift_segment_frames, spatial_shift=config.spatial_shift,
+                     fixation=config.fixation, shared_gate=config.shared_gate,
+                     dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
     self.temporal_norm1 = LayerNorm(c, epsilon=BLOCK_NORM_EPS, rngs=rngs)
-    self.temporal_attn = LinearVideoAttention(config, over='time', grid_size=grid_size, dtype=dtype, rngs=rngs)
+    self.temporal_attn = LinearVideoAttention(c, config.num_heads, over='time', **attention)
     self.norm1 = LayerNorm(c, epsilon=BLOCK_NORM_EPS, rngs=rngs)
-    self.attn = LinearVideoAttention(config, over='space', grid_size=grid_size, dtype=dtype, rngs=rngs)
+    self.attn = LinearVideoAttention(c, config.num_heads, over='space', **attention)
     self.norm2 = LayerNorm(c, epsilon=BLOCK_NORM_EPS, rngs=rngs)
     self.mlp = MixFFN(c, config.mlp_dim, grid_size, dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
     self.drop_path = DropPath(drop_path_rate, rngs=rngs)
@@ -163,22 +235,13 @@ class VVTHead(nnx.Module):
     return self.out(x)
 
 
+@register('lvt', LVTConfig, default_frame_stride=16)
 class LVT(nnx.Module):
   """Linear Video Transformer. __call__(videos (B, T, H, W, 3), train) -> logits float32 (B, K)."""
 
-  def __init__(self, config, rngs: nnx.Rngs):
+  def __init__(self, config: LVTConfig, rngs: nnx.Rngs):
     c = config.hidden_size
     dtype = compute_dtype(config.dtype)
-    if c % config.num_heads:
-      raise ValueError(f'model.hidden_size {c} is not divisible by num_heads {config.num_heads}')
-    if config.temporal_shift_div < 0:
-      raise ValueError(f'model.temporal_shift_div must be >= 0, got {config.temporal_shift_div}')
-    for key in ('temporal_embed_frames', 'shift_segment_frames'):
-      if config[key] < 1:
-        raise ValueError(f'model.{key} must be >= 1, got {config[key]}')
-    if config.num_frames % config.shift_segment_frames:
-      raise ValueError(f'model.shift_segment_frames={config.shift_segment_frames} does not divide '
-                       f'num_frames={config.num_frames}')
     side = patch_grid_size(config.image_size, config.patch_size, config.patch_stride, config.patch_padding)
     self.grid_size = (side, side)
     self.num_frames = config.num_frames

@@ -16,6 +16,8 @@ joint and divided attention are permutation-invariant over frames without one, s
 zero-initialised `time_embed` (1, T, 1, C) (departure from a plain ViT, as in TimeSformer/ViViT).
 Head: final LayerNorm, each frame's cls token -> Linear -> per-frame logits -> mean over T.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -24,10 +26,61 @@ from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, compute_dt
                                     sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.leap_attention import leap_attention, leap_step
 from laps_jax.models.periodic_shift import periodic_shift
+from laps_jax.models.registry import SizeVariants, register
 from laps_jax.models.softmax_attention import HeadsOutProjection, QKVProjection, make_attend
 
 LAYER_NORM_EPS = 1e-6
 VIT_FAMILY = ('vit2d', 'laps', 'joint', 'divided')
+LAPS_LEAP_LEVELS = (1, 2, 3, 1)  # the paper's: block k uses LAPS_LEAP_LEVELS[k % 4]
+LAPS_SHIFT_DIV = 4  # the paper's Periodic Shift: a quarter of each head's channels
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig(SizeVariants):
+  """Hyper-parameters of the ViT video family; the fields are exactly the `config.model` keys.
+
+  `ViTConfig.variant('B/16', name='laps', num_frames=8)`: a named size (Ti, S, B, L, H; Mu is the
+  CPU-sized demo model) with the name's defaults (laps: the paper's leap levels and shift).
+  """
+  SIZES = {
+      'Mu': dict(hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128),  # the CPU demo
+      'Ti': dict(hidden_size=192, num_layers=12, num_heads=3, mlp_dim=768),
+      'S': dict(hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536),
+      'B': dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
+      'L': dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+      'H': dict(hidden_size=1280, num_layers=32, num_heads=16, mlp_dim=5120),
+  }
+
+  name: str = 'vit2d'  # 'vit2d' | 'laps' | 'joint' | 'divided'
+  image_size: int = 224
+  patch_size: int = 16
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072
+  num_frames: int = 8
+  num_classes: int = 400
+  dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  attention_impl: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
+  dtype: str = 'float32'  # compute dtype; parameters stay float32
+  remat: bool = False
+  leap_levels: tuple[int | None, ...] = (None,)  # laps: block k uses leap_levels[k % len]; None = per frame
+  shift_div: int = 0  # laps: Periodic Shift of 1/shift_div of each head's channels (0 = off)
+
+  @classmethod
+  def variant(cls, size: str, **overrides) -> 'ViTConfig':
+    if overrides.get('name') == 'laps':
+      overrides = dict(leap_levels=LAPS_LEAP_LEVELS, shift_div=LAPS_SHIFT_DIV) | overrides
+    return super().variant(size, **overrides)
+
+  def __post_init__(self):
+    if self.name not in VIT_FAMILY:
+      raise ValueError(f'ViTConfig.name must be one of {VIT_FAMILY}, got {self.name!r}')
+    if self.image_size % self.patch_size:
+      raise ValueError(f'model.image_size {self.image_size} is not divisible by patch_size {self.patch_size}')
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f'model.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}')
 
 
 class PatchEmbedding(nnx.Module):
@@ -103,23 +156,23 @@ class VideoViTBlock(nnx.Module):
   zero-initialised so the block starts as the image block), then the per-frame spatial attention.
   """
 
-  def __init__(self, config, *, pattern: str, leap_level: int | None, shift_div: int,
+  def __init__(self, hidden_size: int, num_heads: int, mlp_dim: int, *, pattern: str,
+               leap_level: int | None, shift_div: int, attention_impl: str, dropout_rate: float,
                drop_path_rate: float, dtype, rngs: nnx.Rngs):
-    c = config.hidden_size
-    common = dict(attention_impl=config.attention_impl, dropout_rate=config.dropout_rate,
-                  dtype=dtype, rngs=rngs)
+    c = hidden_size
+    common = dict(attention_impl=attention_impl, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
     self.divided = pattern == 'divided'
     if self.divided:
       self.temporal_norm = LayerNorm(c, epsilon=LAYER_NORM_EPS, rngs=rngs)
-      self.temporal_attn = VideoSelfAttention(c, config.num_heads, pattern='temporal', leap_level=None,
+      self.temporal_attn = VideoSelfAttention(c, num_heads, pattern='temporal', leap_level=None,
                                               shift_div=0, **common)
       self.temporal_fc = Linear(c, c, axes=('embed', None), dtype=dtype, rngs=rngs, kernel_init=zeros)
       pattern = 'frame'
     self.norm1 = LayerNorm(c, epsilon=LAYER_NORM_EPS, rngs=rngs)
-    self.attn = VideoSelfAttention(c, config.num_heads, pattern=pattern, leap_level=leap_level,
+    self.attn = VideoSelfAttention(c, num_heads, pattern=pattern, leap_level=leap_level,
                                    shift_div=shift_div, **common)
     self.norm2 = LayerNorm(c, epsilon=LAYER_NORM_EPS, rngs=rngs)
-    self.mlp = Mlp(c, config.mlp_dim, dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
+    self.mlp = Mlp(c, mlp_dim, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
     self.drop_path = DropPath(drop_path_rate, rngs=rngs)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -129,7 +182,7 @@ class VideoViTBlock(nnx.Module):
     return x + self.drop_path(self.mlp(self.norm2(x), train), train)
 
 
-def block_patterns(config) -> list[tuple[str, int | None, int]]:
+def block_patterns(config: ViTConfig) -> list[tuple[str, int | None, int]]:
   """(pattern, leap_level, shift_div) of every block, validated at construction.
 
   laps: block k uses level leap_levels[k % len(leap_levels)] (None = per-frame attention) and the
@@ -156,6 +209,7 @@ def block_patterns(config) -> list[tuple[str, int | None, int]]:
   return patterns
 
 
+@register(VIT_FAMILY, ViTConfig, default_frame_stride=8)
 class VideoViT(nnx.Module):
   """ViT-based video classifier (names 'vit2d', 'laps', 'joint', 'divided').
 
@@ -163,13 +217,9 @@ class VideoViT(nnx.Module):
   `frame_logits` (B, T, num_classes) over T.
   """
 
-  def __init__(self, config, rngs: nnx.Rngs):
+  def __init__(self, config: ViTConfig, rngs: nnx.Rngs):
     c = config.hidden_size
     dtype = compute_dtype(config.dtype)
-    if config.image_size % config.patch_size:
-      raise ValueError(f'model.image_size {config.image_size} is not divisible by patch_size {config.patch_size}')
-    if c % config.num_heads:
-      raise ValueError(f'model.hidden_size {c} is not divisible by num_heads {config.num_heads}')
     num_patches = (config.image_size // config.patch_size) ** 2
     self.num_frames = config.num_frames
     self.remat = config.remat
@@ -184,8 +234,9 @@ class VideoViT(nnx.Module):
     self.embed_dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
     rates = drop_path_rates(config.drop_path_rate, config.num_layers)
     self.blocks = nnx.List([
-        VideoViTBlock(config, pattern=pattern, leap_level=level, shift_div=shift_div,
-                      drop_path_rate=rate, dtype=dtype, rngs=rngs)
+        VideoViTBlock(c, config.num_heads, config.mlp_dim, pattern=pattern, leap_level=level,
+                      shift_div=shift_div, attention_impl=config.attention_impl,
+                      dropout_rate=config.dropout_rate, drop_path_rate=rate, dtype=dtype, rngs=rngs)
         for (pattern, level, shift_div), rate in zip(block_patterns(config), rates)])
     self.norm = LayerNorm(c, epsilon=LAYER_NORM_EPS, rngs=rngs)
     self.head = Linear(c, config.num_classes, axes=('embed', 'classes'), dtype=dtype, rngs=rngs,
