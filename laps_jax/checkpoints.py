@@ -15,9 +15,10 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from laps_jax import named_params
 
 PARAMS_DIR = 'params'
 CONFIG_FILE = 'model_config.json'
@@ -105,19 +106,14 @@ def load_model(directory: str, *, seed: int = 0) -> tuple[nnx.Module, ml_collect
   return model, config
 
 
-def flatten_params(params: dict) -> dict[str, object]:
-  """{'blocks/0/mlp/fc1/kernel': array, ...}: the same names whether the integer keys of a
-  list of blocks are ints (nnx) or strings (as read back from a checkpoint)."""
-  return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): value
-          for path, value in jax.tree_util.tree_flatten_with_path(params)[0]}
+# The names `flatten_params(tree) -> {'blocks/0/mlp/fc1/kernel': array}` stay public here.
+flatten_params = named_params.flatten
 
 
 def assign_params(model: nnx.Module, params: dict) -> None:
   """Copies a nested dict of arrays into `model`'s nnx.Params, checking names and shapes, keeping
   each parameter's dtype (float32) and sharding (a sharded model gets sharded arrays)."""
-  current = nnx.state(model, nnx.Param)
-  pure = nnx.to_pure_dict(current)
-  flat_current, flat_new = flatten_params(pure), flatten_params(params)
+  flat_current, flat_new = named_params.of_model(model), named_params.flatten(params)
   if missing := sorted(flat_current.keys() - flat_new.keys()):
     raise ValueError(f'the saved parameters lack {missing[:5]}{" ..." if len(missing) > 5 else ""}')
   if unknown := sorted(flat_new.keys() - flat_current.keys()):
@@ -125,14 +121,4 @@ def assign_params(model: nnx.Module, params: dict) -> None:
   for name, value in flat_new.items():
     if tuple(value.shape) != tuple(flat_current[name].shape):
       raise ValueError(f'{name}: saved shape {tuple(value.shape)}, model shape {flat_current[name].shape}')
-
-  def put(path, old):
-    new = np.asarray(flat_new['/'.join(str(k.key) for k in path)]).astype(old.dtype)
-    sharding = getattr(old, 'sharding', None)
-    if sharding is None:
-      return jnp.asarray(new)
-    # Works on many hosts: each process fills only the shards it holds.
-    return jax.make_array_from_callback(old.shape, sharding, lambda index: new[index])
-
-  nnx.replace_by_pure_dict(current, jax.tree_util.tree_map_with_path(put, pure))
-  nnx.update(model, current)
+  named_params.copy_into(model, flat_new)

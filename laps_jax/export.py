@@ -18,6 +18,7 @@ from flax import traverse_util
 
 from laps_jax import checkpoints
 from laps_jax import models
+from laps_jax import named_params
 
 
 def load_run_config(workdir: str):
@@ -43,12 +44,11 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
   checkpointer = checkpointing.Checkpointer(workdir, keep=1_000_000)  # keeps every step (reads only)
   try:
     step = checkpointer.latest_step() if step is None else step
-    arrays = checkpoints.flatten_params(checkpointer.restore_model_arrays(step))
+    arrays = named_params.flatten(checkpointer.restore_model_arrays(step))
   finally:
     checkpointer.close()
   # The parameter names of this model; the checkpoint's model item also holds RNG state.
-  abstract = nnx.eval_shape(lambda: models.build(config.model, nnx.Rngs(0)))
-  names = checkpoints.flatten_params(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
+  names = named_params.of_model(nnx.eval_shape(lambda: models.build(config.model, nnx.Rngs(0))))
   if missing := sorted(set(names) - set(arrays)):
     raise ValueError(f'the checkpoint at step {step} lacks parameters {missing[:5]}')
   params = traverse_util.unflatten_dict({name: arrays[name] for name in names}, sep='/')

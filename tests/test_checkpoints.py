@@ -11,6 +11,7 @@ from conftest import make_tiny_config
 from laps_jax import checkpoints
 from laps_jax import export as export_lib
 from laps_jax import models
+from laps_jax import named_params
 from laps_jax.train import checkpointing
 from laps_jax.train import mesh as mesh_lib
 from laps_jax.train import optimizer as optimizer_lib
@@ -114,3 +115,28 @@ def test_init_from_reinitialises_a_classifier_of_another_size(tmp_path):
   config.init_from = str(tmp_path / 'missing')
   with pytest.raises(FileNotFoundError, match='not an exported model.*laps_jax.convert'):
     trainer.check_init_from(config)
+
+
+def test_named_params_flatten_and_copy_into():
+  """One naming for every tree the code meets: int or str list keys, Variables (optax at init)."""
+  as_built = {'blocks': {0: {'fc': {'kernel': np.ones((2, 3))}}, 1: {'fc': {'kernel': np.zeros(3)}}},
+              'head': {'bias': np.arange(4)}}
+  as_read = {'blocks': {'0': as_built['blocks'][0], '1': as_built['blocks'][1]}, 'head': as_built['head']}
+  for tree in (as_built, as_read):
+    flat = named_params.flatten(tree)
+    assert sorted(flat) == ['blocks/0/fc/kernel', 'blocks/1/fc/kernel', 'head/bias']
+    np.testing.assert_array_equal(flat['head/bias'], np.arange(4))
+  model = models.build(make_tiny_config('unused').model, nnx.Rngs(0))
+  variables = nnx.state(model, nnx.Param)  # leaves are Variables: paths end in `.value`
+  names = [named_params.path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(variables)[0]]
+  assert sorted(names) == sorted(named_params.of_model(model)) and 'head/kernel' in names
+
+  before = named_params.of_model(model)
+  new_kernel = np.full(before['head/kernel'].shape, 2.0, dtype=np.float16)
+  named_params.copy_into(model, {'head/kernel': new_kernel})
+  after = named_params.of_model(model)
+  assert after['head/kernel'].dtype == np.float32  # the parameter's dtype, not the source's
+  np.testing.assert_array_equal(after['head/kernel'], new_kernel.astype(np.float32))
+  for name in before:
+    if name != 'head/kernel':
+      np.testing.assert_array_equal(after[name], before[name], err_msg=name)  # untouched

@@ -29,6 +29,8 @@ import re
 import jax
 import optax
 
+from laps_jax import named_params
+
 
 def make_schedule(schedule_config, *, updates_per_epoch: float, total_updates: int) -> optax.Schedule:
   """Learning rate as a function of the optimizer-update count."""
@@ -55,20 +57,8 @@ def weight_decay_mask(pattern: str):
 
   def mask(params):
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: bool(regex.search('/'.join(_key_names(path)))), params)
+        lambda path, _: bool(regex.search(named_params.path_name(path))), params)
   return mask
-
-
-def _key_names(path) -> list[str]:
-  """Dict keys and list indices of a tree path. Attribute keys are skipped: nnx.Variable nodes
-  add a trailing `.value` when optax sees the un-purified state (at init)."""
-  names = []
-  for key in path:
-    if isinstance(key, jax.tree_util.DictKey):
-      names.append(str(key.key))
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      names.append(str(key.idx))
-  return names
 
 
 def make_optimizer(config, *, updates_per_epoch: float, total_updates: int):

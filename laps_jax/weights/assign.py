@@ -11,12 +11,11 @@ listing all problems at once, logs what was re-initialised or dropped, and copie
 import dataclasses
 import re
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
 
+from laps_jax import named_params
 from laps_jax.weights.errors import WeightImportError
 
 # Which config setting decides the shape of a parameter, to point at it when shapes differ.
@@ -52,15 +51,9 @@ class ConvertedWeights:
   hints: list[str] = dataclasses.field(default_factory=list)
 
 
-def _key_name(key) -> str:
-  return str(getattr(key, 'key', getattr(key, 'idx', key)))
-
-
 def flat_param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
   """{'blocks/0/attn/qkv/kernel': shape, ...} of the model's nnx.Params."""
-  pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  leaves = jax.tree_util.tree_flatten_with_path(pure)[0]
-  return {'/'.join(_key_name(k) for k in path): tuple(v.shape) for path, v in leaves}
+  return {name: tuple(v.shape) for name, v in named_params.of_model(model).items()}
 
 
 def _hint(name: str) -> str:
@@ -118,18 +111,4 @@ def assign_converted(model: nnx.Module, converted: ConvertedWeights, description
   """Checks `converted` against `model` (raising WeightImportError), logs, and copies it in."""
   check_converted(model, converted, description)
   log_conversion(converted, description)
-  state = nnx.state(model, nnx.Param)
-  pure = nnx.to_pure_dict(state)
-
-  def put(path, old):
-    name = '/'.join(_key_name(k) for k in path)
-    if name not in converted.params:
-      return old  # keep_initialised
-    new = np.asarray(converted.params[name], dtype=old.dtype)
-    sharding = getattr(old, 'sharding', None)
-    if sharding is None or not hasattr(sharding, 'mesh'):
-      return jnp.asarray(new)
-    return jax.make_array_from_callback(old.shape, sharding, lambda index: new[index])
-
-  nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(put, pure))
-  nnx.update(model, state)
+  named_params.copy_into(model, converted.params)  # keep_initialised names keep their values
