@@ -1,4 +1,4 @@
-r"""Baselines beside LAPS (DESIGN.md 1.3): the laps_vitb.py recipe with exactly one change each.
+r"""Baselines beside LAPS (docs/DESIGN.md 1.3): the laps_vitb.py recipe with exactly one change each.
 
   python main.py --config=configs/baselines.py:model=vit2d --workdir=DIR
 
@@ -10,8 +10,7 @@ Variant args: model=vit2d|joint|divided|la|pshift, res=224|384 (as laps_vitb.py)
   pshift   Periodic Shift only (LAPS with per-frame attention: leap_levels=(None,))
 Every other key is laps_vitb.py's (same backbone, data, optimiser, schedule and test protocol).
 """
-import importlib.util
-import os
+from configs import common, laps_vitb
 
 # model variant -> the model keys it changes
 CHANGES = {
@@ -23,23 +22,9 @@ CHANGES = {
 }
 
 
-def _laps_vitb():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'laps_vitb.py')
-  spec = importlib.util.spec_from_file_location('laps_vitb_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg: str | None = None):
-  args = {'model': 'vit2d', 'res': '224'}
-  for part in filter(None, (arg or '').split(',')):
-    key, _, value = part.partition('=')
-    if key not in args:
-      raise ValueError(f'configs/baselines.py takes {sorted(args)}, got {key!r}')
-    args[key] = value
-  if args['model'] not in CHANGES:
-    raise ValueError(f'configs/baselines.py:model= must be one of {sorted(CHANGES)}, got {args["model"]!r}')
-  config = _laps_vitb().get_config(f'res={args["res"]}')
+  args = common.parse_config_arg(arg, {'model': 'vit2d', 'res': '224'},
+                                 {'model': tuple(CHANGES), 'res': ('224', '384')}, 'configs/baselines.py')
+  config = laps_vitb.get_config(f'res={args["res"]}')
   config.model.update(CHANGES[args['model']])
   return config

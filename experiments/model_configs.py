@@ -1,13 +1,13 @@
 """The papers' model sizes as complete model ConfigDicts, shared by the experiment scripts.
 
-Every config holds exactly the keys of its family (`laps_jax.models.required_keys(name)`), so
-`laps_jax.models.build(config, rngs)` accepts it as is. Sizes:
+The sizes come from the model families' typed configs (`ViTConfig.variant`, `LVTConfig.variant`);
+this file only names the experiment sizes:
 
-  ViT-B/16 : width 768, 12 layers, 12 heads, MLP 3072 (LAPS: 8×224, 16×224, 8×384)
-  ViT-L/16 : width 1024, 24 layers, 16 heads, MLP 4096 (LAPS: 8×384)
-  LVT      : width 512, 12 layers, 8 heads, MLP 2048, overlapping 16/14/8 patches, 16×224
-  tiny     : a CPU-sized ViT/LVT (width 192, 4 layers, 3 heads of 64) for CPU benchmarks
-  micro    : width 64, 2 layers, for tests that must run in seconds
+  base     : ViT-B/16 (LVT: its own published backbone, LVTConfig 'base')
+  large    : ViT-L/16
+  small    : ViT-S/16
+  tiny     : ViT-Ti/16 with 4 layers (width 192, 3 heads of 64): a CPU-sized model for benchmarks
+  micro    : the demo's 'Mu' width (64) with 2 layers and 2 heads, for tests that must run in seconds
 
 `model_config(name, size, frames, image_size)` gives one; `PAPER_ROWS` lists the rows of the
 FLOPs/params table with the published figures they are compared with.
@@ -18,21 +18,21 @@ import dataclasses
 
 import ml_collections
 
-from laps_jax.models import required_keys
+from laps_jax.models import family
+from laps_jax.models.lvt import LVTConfig
+from laps_jax.models.vit import ViTConfig
 
-# name -> hidden_size, num_layers, num_heads, mlp_dim, patch_size
+# experiment size -> (ViT size variant, changes to it)
 SIZES = {
-    'micro': dict(hidden_size=64, num_layers=2, num_heads=2, mlp_dim=128, patch_size=16),  # tests only
-    'tiny': dict(hidden_size=192, num_layers=4, num_heads=3, mlp_dim=768, patch_size=16),
-    'small': dict(hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536, patch_size=16),
-    'base': dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, patch_size=16),
-    'large': dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096, patch_size=16),
-    # LVT's own backbone (DESIGN.md 1.2): not ViT-B.
-    'lvt': dict(hidden_size=512, num_layers=12, num_heads=8, mlp_dim=2048, patch_size=16),
+    'micro': ('Mu/16', dict(num_layers=2, num_heads=2)),  # tests only
+    'tiny': ('Ti/16', dict(num_layers=4)),
+    'small': ('S/16', {}),
+    'base': ('B/16', {}),
+    'large': ('L/16', {}),
 }
-
-LAPS_LEAP_LEVELS = (1, 2, 3, 1)  # block k uses LAPS_LEAP_LEVELS[k % 4]
-LAPS_SHIFT_DIV = 4
+# experiment size -> the size name other families use (e.g. Visformer's 'Ti', 'S')
+FAMILY_SIZE_NAMES = {'micro': 'Mu', 'tiny': 'Ti', 'small': 'S', 'base': 'B', 'large': 'L'}
+_BACKBONE_KEYS = ('hidden_size', 'num_layers', 'num_heads', 'mlp_dim', 'patch_size')
 
 
 def model_config(name: str, size: str = 'base', *, frames: int = 8, image_size: int = 224,
@@ -41,45 +41,26 @@ def model_config(name: str, size: str = 'base', *, frames: int = 8, image_size: 
   """A complete model config for `name` ('vit2d', 'laps', 'joint', 'divided', 'lvt') at `size`.
 
   Dropout and drop-path are 0 (they change no FLOP count and make timings noisier). For 'lvt'
-  the size 'base' means LVT's own backbone (SIZES['lvt']); other sizes keep 64-channel heads.
+  the size 'base' means LVT's own backbone; other sizes take the ViT size's width, depth and heads
+  on LVT's Kinetics-400 setting.
   """
-  if name == 'lvt' and size == 'base':
-    size = 'lvt'
   if size not in SIZES:
     raise ValueError(f'unknown size {size!r}; expected one of {sorted(SIZES)}')
-  c = ml_collections.ConfigDict()
-  c.name = name
-  c.image_size = image_size
-  c.num_frames = frames
-  c.num_classes = num_classes
-  c.dropout_rate = 0.0
-  c.drop_path_rate = 0.0
-  c.attention_impl = attention_impl
-  c.dtype = dtype
-  c.remat = remat
-  for key, value in SIZES[size].items():
-    c[key] = value
-  if name == 'lvt':
-    # The Kinetics-400 setting of the official code, with the clean defaults for the two quirks
-    # (one temporal-embedding slot per frame, one shift segment per clip).
-    c.patch_stride = 14
-    c.patch_padding = 8
-    c.fixation = True
-    c.shared_gate = False
-    c.temporal_shift_div = 8
-    c.spatial_shift = True
-    c.head_mlp_dim = 768
-    c.head_dropout_rate = 0.0
-    c.temporal_embed_frames = frames
-    c.shift_segment_frames = frames
-  else:
-    c.leap_levels = LAPS_LEAP_LEVELS if name == 'laps' else (None,)
-    c.shift_div = LAPS_SHIFT_DIV if name == 'laps' else 0
-  expected = set(required_keys(name))
-  if set(c.keys()) != expected:  # keeps this file honest when the models gain a key
-    raise AssertionError(f'model_config({name!r}) keys differ from required_keys: '
-                         f'missing {sorted(expected - set(c.keys()))}, extra {sorted(set(c.keys()) - expected)}')
-  return c
+  common = dict(image_size=image_size, num_frames=frames, num_classes=num_classes,
+                attention_impl=attention_impl, dtype=dtype, remat=remat)
+  vit_size, changes = SIZES[size]
+  config_class = family(name).config_class
+  if config_class not in (ViTConfig, LVTConfig):  # another family: its own size of that name
+    own = FAMILY_SIZE_NAMES[size]
+    if own not in config_class.SIZES:
+      raise ValueError(f'{config_class.__name__} has no {size!r} size ({own!r}); it has {sorted(config_class.SIZES)}')
+    return config_class.variant(own, **common).to_config_dict()
+  if config_class is LVTConfig:
+    if size != 'base':
+      vit = ViTConfig.variant(vit_size, **changes)
+      common.update({key: getattr(vit, key) for key in _BACKBONE_KEYS})
+    return LVTConfig.variant('base', **common).to_config_dict()
+  return ViTConfig.variant(vit_size, name=name, **changes, **common).to_config_dict()
 
 
 @dataclasses.dataclass(frozen=True)

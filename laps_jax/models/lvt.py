@@ -72,22 +72,26 @@ class LVTConfig(SizeVariants):
   shift_segment_frames: int | None = None  # None = num_frames
 
   def __post_init__(self):
-    # Placeholders resolved here, so one flag (num_frames) changes the clip length.
-    for key in ('temporal_embed_frames', 'shift_segment_frames'):
-      if getattr(self, key) is None:
-        object.__setattr__(self, key, self.num_frames)
     if self.name != 'lvt':
       raise ValueError(f"LVTConfig.name must be 'lvt', got {self.name!r}")
     if self.hidden_size % self.num_heads:
       raise ValueError(f'model.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}')
     if self.temporal_shift_div < 0:
       raise ValueError(f'model.temporal_shift_div must be >= 0, got {self.temporal_shift_div}')
+    resolved = self.resolved()
     for key in ('temporal_embed_frames', 'shift_segment_frames'):
-      if getattr(self, key) < 1:
-        raise ValueError(f'model.{key} must be >= 1, got {getattr(self, key)}')
-    if self.num_frames % self.shift_segment_frames:
-      raise ValueError(f'model.shift_segment_frames={self.shift_segment_frames} does not divide '
+      if getattr(resolved, key) < 1:
+        raise ValueError(f'model.{key} must be >= 1, got {getattr(resolved, key)}')
+    if self.num_frames % resolved.shift_segment_frames:
+      raise ValueError(f'model.shift_segment_frames={resolved.shift_segment_frames} does not divide '
                        f'num_frames={self.num_frames}')
+
+  def resolved(self) -> 'LVTConfig':
+    """The placeholders (None) replaced by num_frames. Kept unresolved in the config itself, so
+    that one flag (--config.model.num_frames=8) still moves them."""
+    changes = {key: self.num_frames for key in ('temporal_embed_frames', 'shift_segment_frames')
+               if getattr(self, key) is None}
+    return dataclasses.replace(self, **changes) if changes else self
 
 
 def patch_grid_size(image_size: int, patch_size: int, stride: int, padding: int) -> int:
@@ -240,6 +244,7 @@ class LVT(nnx.Module):
   """Linear Video Transformer. __call__(videos (B, T, H, W, 3), train) -> logits float32 (B, K)."""
 
   def __init__(self, config: LVTConfig, rngs: nnx.Rngs):
+    config = config.resolved()
     c = config.hidden_size
     dtype = compute_dtype(config.dtype)
     side = patch_grid_size(config.image_size, config.patch_size, config.patch_stride, config.patch_padding)

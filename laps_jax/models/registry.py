@@ -14,6 +14,7 @@ turns that ConfigDict (or a dict read from an export's JSON) into the dataclass 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Callable, Mapping
 
 import ml_collections
@@ -106,8 +107,16 @@ def typed_config(config) -> Any:
 
 
 def to_config_dict(typed) -> ml_collections.ConfigDict:
-  """A typed model config as the user-facing ConfigDict (tuples kept as tuples)."""
-  return ml_collections.ConfigDict({f.name: getattr(typed, f.name) for f in dataclasses.fields(typed)})
+  """A typed model config as the user-facing ConfigDict (tuples kept as tuples). A None value
+  becomes a typed placeholder, so a flag (`--config.model.KEY=8`) can still set it."""
+  values = {}
+  for field in dataclasses.fields(typed):
+    value = getattr(typed, field.name)
+    if value is None:
+      types = [t for t in typing.get_args(field.type) if t is not type(None)]
+      value = ml_collections.config_dict.placeholder(types[0] if len(types) == 1 else object)
+    values[field.name] = value
+  return ml_collections.ConfigDict(values)
 
 
 def build(config, rngs):

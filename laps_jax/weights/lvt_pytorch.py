@@ -31,6 +31,7 @@ not stored in the weights: take them from the checkpoint's config (its 'cfg' ent
 """
 from flax import nnx
 
+from laps_jax.models.registry import typed_config
 from laps_jax.weights import torch_layouts as layouts
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.errors import WeightImportError
@@ -56,6 +57,7 @@ def backbone_prefix(source: SourceDict) -> str:
 
 def check_checkpoint_settings(source: SourceDict, config, description: str, bm: str = 'base_model.') -> None:
   """Refuses configs whose temporal-embedding slots or gates differ from the checkpoint's."""
+  config = typed_config(config).resolved()  # None placeholders -> num_frames
   problems = []
   if bm + 'temp_embed' in source:
     slots = source.shape(bm + 'temp_embed')[1]

@@ -1,0 +1,88 @@
+"""What every run config shares: the sections, their defaults, and the tied values.
+
+A config file states its recipe as changes to these defaults; `run_config` assembles the sections
+into the user-facing ConfigDict with exactly the keys the trainer takes. Values that must agree
+are one ml_collections FieldReference, so one flag changes them all:
+
+  model.num_frames  = data.num_frames                       (--config.model.num_frames=16)
+  model.image_size  = data.image_size = data.test_short_side (--config.model.image_size=288)
+
+(LVT's temporal_embed_frames / shift_segment_frames follow num_frames through their None
+placeholder, resolved when the model is built: laps_jax/models/lvt.py.)
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from laps_jax.config_args import parse_config_arg  # noqa: F401  (re-exported for the config files)
+from laps_jax.train.mesh import DEFAULT_AXIS_RULES
+
+# config.data: the Kinetics-style defaults (laps_jax/data/data_config.py documents every key).
+DATA = dict(
+    name='kinetics400', data_dir='~/tensorflow_datasets',
+    train_split='train', eval_split='validation', test_split='validation',
+    num_frames=8, frame_stride=8, sampling='dense', image_size=224, scale_jitter=(224, 360),
+    test_short_side=224, flip=True, color_jitter=0.0, auto_augment='', random_erasing=0.0,
+    mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    test_clips=10, test_crops=3, num_workers=8, prefetch=2, shuffle=True)
+
+# config.optimizer: 'sgd' (momentum, nesterov) | 'adamw' (b1, b2, eps); decoupled weight decay on
+# parameters whose path matches decay_pattern; global-norm clipping (0 = off); accumulation.
+OPTIMIZER = dict(name='sgd', momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
+                 weight_decay=0.0, decay_pattern=r'kernel$', clip_norm=1.0, grad_accum_steps=1)
+
+# config.schedule: 'piecewise' (×decay_factor at decay_epochs) | 'warmup_cosine' (to end_lr).
+SCHEDULE = dict(name='piecewise', base_lr=0.1, warmup_epochs=0.0, decay_epochs=(), decay_factor=0.1,
+                end_lr=0.0)
+
+EVAL = dict(every_steps=5000, batch_size=64, max_batches=-1)  # validation: one clip, centre crop
+TEST = dict(at_end=True, batch_size=16, aggregate='sum_logits')  # the multi-view test
+CHECKPOINT = dict(every_steps=1000, keep=3, asynchronous=True)
+
+
+def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimizer: dict,
+               schedule: dict, init_from: str = '', log_every_steps: int = 100, profile_steps: int = 5,
+               eval: dict | None = None, test: dict | None = None,  # pylint: disable=redefined-builtin
+               checkpoint: dict | None = None) -> ml_collections.ConfigDict:
+  """The run config for `model` (a family's typed config, e.g. `ViTConfig.variant('B/16', ...)`).
+
+  `data`, `optimizer`, `schedule`, `eval`, `test`, `checkpoint`: changes to this module's defaults
+  (an unknown key is an error). data.num_frames / image_size / test_short_side come from the model.
+  """
+  config = ml_collections.ConfigDict()
+  config.mode = 'train'  # 'train' | 'eval' (multi-view test of the latest checkpoint) | 'dry_run'
+  config.seed = 0
+  # An exported model directory (laps_jax/checkpoints.py format) to start from, or '' (scratch).
+  config.init_from = init_from
+
+  num_frames = ml_collections.FieldReference(model.num_frames)
+  image_size = ml_collections.FieldReference(model.image_size)
+  config.model = model.to_config_dict()
+  config.model.num_frames = num_frames
+  config.model.image_size = image_size
+  config.data = _section('data', DATA, data)
+  config.data.num_frames = num_frames
+  config.data.image_size = image_size
+  config.data.test_short_side = image_size
+
+  config.batch_size = batch_size  # global, per train step (one micro-batch of the accumulation)
+  config.num_epochs = float(num_epochs)
+  config.total_steps = -1  # > 0 overrides num_epochs
+  config.optimizer = _section('optimizer', OPTIMIZER, optimizer)
+  config.schedule = _section('schedule', SCHEDULE, schedule)
+
+  config.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
+  config.axis_rules = DEFAULT_AXIS_RULES  # logical axis -> mesh axes (laps_jax/train/mesh.py)
+
+  config.log_every_steps = log_every_steps
+  config.profile_steps = profile_steps  # > 0: a profiler trace of that many steps (at step 10)
+  config.eval = _section('eval', EVAL, eval)
+  config.test = _section('test', TEST, test)
+  config.checkpoint = _section('checkpoint', CHECKPOINT, checkpoint)
+  return config
+
+
+def _section(name: str, defaults: dict, changes: dict | None) -> ml_collections.ConfigDict:
+  if unknown := sorted(set(changes or {}) - set(defaults)):
+    raise KeyError(f'configs/common.py: unknown {name} keys {unknown}; known: {sorted(defaults)}')
+  return ml_collections.ConfigDict({**defaults, **(changes or {})})
