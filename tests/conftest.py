@@ -26,11 +26,7 @@ def synthetic_data_dir(tmp_path_factory) -> str:
 
 def make_tiny_config(data_dir: str, model: str = 'laps'):
   """configs/demo.py shrunk for tests: 2 layers, width 32, 2 heads, 4 frames of 16², batch 8."""
-  sys.path.insert(0, os.path.join(REPO, 'configs'))
-  try:
-    import demo  # configs/demo.py
-  finally:
-    sys.path.pop(0)
+  from configs import demo  # pylint: disable=g-import-not-at-top
   config = demo.get_config(f'model={model}')
   config.model.update(dict(image_size=16, patch_size=8, hidden_size=32, num_layers=2, num_heads=2,
                            mlp_dim=64, num_frames=4))

@@ -126,9 +126,10 @@ def check_batch(batch_size: int, mesh: jax.sharding.Mesh, what: str = 'config.ba
 
 
 def check_model_fits(model_config, mesh: jax.sharding.Mesh) -> None:
-  """Attention heads are split over `tensor`, so their number must be divisible by it."""
+  """Attention heads are split over `tensor`, so their number must be divisible by it (a family
+  without `num_heads` is left to check_param_shardings)."""
   tensor = mesh.shape['tensor']
-  if model_config.num_heads % tensor:
+  if model_config.get('num_heads') is not None and model_config.num_heads % tensor:
     raise ConfigError(f'model.num_heads={model_config.num_heads} is not divisible by the tensor axis '
                      f'of the mesh ({tensor}); change config.mesh_shape or the model')
 
