@@ -5,7 +5,8 @@ into the user-facing ConfigDict with exactly the keys the trainer takes. Values 
 are one ml_collections FieldReference, so one flag changes them all:
 
   model.num_frames  = data.num_frames                       (--config.model.num_frames=16)
-  model.image_size  = data.image_size = data.test_short_side (--config.model.image_size=288)
+  model.image_size  = data.image_size                      (--config.model.image_size=288)
+  data.test_short_side follows image_size until it is set itself (--config.data.test_short_side=256)
 
 (LVT's temporal_embed_frames / shift_segment_frames follow num_frames through their None
 placeholder, resolved when the model is built: laps_jax/models/lvt.py.)
@@ -63,7 +64,7 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.data = _section('data', DATA, data)
   config.data.num_frames = num_frames
   config.data.image_size = image_size
-  config.data.test_short_side = image_size
+  config.data.test_short_side = image_size.identity()  # follows image_size until set itself
 
   config.batch_size = batch_size  # global, per train step (one micro-batch of the accumulation)
   config.num_epochs = float(num_epochs)

@@ -60,6 +60,8 @@ def test_config_files_tie_clip_length_and_resolution():
   config.model.num_frames = 16
   config.model.image_size = 288
   assert (config.data.num_frames, config.data.image_size, config.data.test_short_side) == (16, 288, 288)
+  config.data.test_short_side = 320  # a test short side of its own leaves the crop size alone
+  assert (config.model.image_size, config.data.image_size) == (288, 288)
   config = lvt.get_config()
   config.data.num_frames = 8
   typed = models.typed_config(config.model).resolved()
