@@ -1,7 +1,8 @@
 """The exported-model format: an Orbax checkpoint of a model's parameters plus its config as JSON.
 
     DIRECTORY/
-      params/             Orbax (StandardCheckpointer) checkpoint of the nnx.Param values as a
+      params/             Orbax (StandardCheckpointer) checkpoint of the nnx.Param values (and
+                          BatchNorm running averages, nnx.BatchStat, where the model has them) as a
                           nested dict, e.g. {'blocks': {0: {'attn': {'qkv': {'kernel': ...}}}}}
       model_config.json   the `config.model` ConfigDict the model was built from
 
@@ -43,7 +44,7 @@ def save_model(directory: str, model: nnx.Module, config, *, dtype: str | None =
       float32. Models compute in `config.dtype` whatever the storage type.
   """
   config = _model_config(config)
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  params = nnx.to_pure_dict(nnx.state(model, named_params.WEIGHTS))  # BatchNorm statistics too
   save_params(directory, params, config, dtype=dtype)
 
 

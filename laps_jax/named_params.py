@@ -1,8 +1,11 @@
 """A model's parameters by name: 'blocks/0/mlp/fc1/kernel', and copying named arrays into a model.
 
 The name of a parameter is its path in the nested dict `nnx.to_pure_dict(nnx.state(model,
-nnx.Param))`, '/'-joined. Checkpoints, the weight importers, `config.init_from`, export and the
-optimizer's weight-decay mask all use these names, so they are made here once.
+WEIGHTS))`, '/'-joined. WEIGHTS are the nnx.Params and the nnx.BatchStats (BatchNorm running
+averages, models/batch_norm.py): a trained model needs both, so they are saved, imported and
+copied together (models without BatchNorm have none). Checkpoints, the weight importers,
+`config.init_from`, export and the optimizer's weight-decay mask all use these names, so they are
+made here once.
 """
 from typing import Any, Mapping
 
@@ -36,20 +39,23 @@ def flatten(tree) -> dict[str, Any]:
   return {path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+WEIGHTS = (nnx.Param, nnx.BatchStat)  # an NNX filter: either kind
+
+
 def of_model(model: nnx.Module) -> dict[str, jax.Array]:
-  """{name: value} of the model's nnx.Params (ShapeDtypeStructs for an abstract model)."""
-  return flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  """{name: value} of the model's WEIGHTS (ShapeDtypeStructs for an abstract model)."""
+  return flatten(nnx.to_pure_dict(nnx.state(model, WEIGHTS)))
 
 
 def copy_into(model: nnx.Module, arrays: Mapping[str, Any]) -> None:
-  """Copies `arrays` ({name: array}) into the model's nnx.Params of those names, in place.
+  """Copies `arrays` ({name: array}) into the model's WEIGHTS of those names, in place.
 
   Parameters not named in `arrays` keep their values. Each copy keeps the parameter's dtype
   (float32 whatever the stored dtype) and its sharding: on a mesh, every process fills only the
   shards it holds (`jax.make_array_from_callback`), so this works on many hosts. The caller checks
   names and shapes first.
   """
-  state = nnx.state(model, nnx.Param)
+  state = nnx.state(model, WEIGHTS)
 
   def put(path, old):
     name = path_name(path)

@@ -6,6 +6,9 @@ Sources (`import_weights(source, ...)`, or `python -m laps_jax.convert --source=
   'laps-pytorch'  official LAPS `VideoNet` checkpoints (.pth.tar)          -> laps, vit2d  laps_pytorch.py
   'lvt-pytorch'   official LVT (PySlowFast) checkpoints, or the lvit_v2    -> lvt          lvt_pytorch.py
                   backbone alone (then the VVT head is new)
+For model.name='visformer', 'laps-pytorch' and 'timm' read Visformer files instead: official
+Visformer-LAPS `.pth.tar`, ImageNet Visformer-S (danczs/Visformer layout) and timm
+`visformer_small` (visformer_pytorch.py; BatchNorm running averages included).
 
 Every importer maps names and layouts into a `ConvertedWeights` (assign.py), which is checked
 strictly against the model (a missing, left-over or mis-shaped key is a `WeightImportError`
@@ -14,7 +17,7 @@ listing all of them) and logged (what was dropped or re-initialised). PyTorch fi
 """
 from flax import nnx
 
-from laps_jax.weights import laps_pytorch, lvt_pytorch, timm_state_dict, vit_npz
+from laps_jax.weights import laps_pytorch, lvt_pytorch, timm_state_dict, visformer_pytorch, vit_npz
 from laps_jax.weights.assign import ConvertedWeights, assign_converted
 from laps_jax.weights.errors import UnsafeCheckpointError, WeightImportError
 
@@ -31,6 +34,8 @@ def convert_file(source: str, path: str, model: nnx.Module, config) -> Converted
   """The weights in `path` (format `source`) in `model`'s names and layouts, not yet assigned."""
   if source not in CONVERTERS:
     raise ValueError(f'unknown weight source {source!r}; expected one of {SOURCES}')
+  if config.name == 'visformer' and source in ('laps-pytorch', 'timm'):
+    return visformer_pytorch.convert(path, config, model)
   return CONVERTERS[source](path, config, model)
 
 
