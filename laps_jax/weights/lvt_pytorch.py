@@ -35,7 +35,7 @@ from laps_jax.models.registry import typed_config
 from laps_jax.weights import torch_layouts as layouts
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.errors import WeightImportError
-from laps_jax.weights.source_dict import SourceDict, block_count_hints
+from laps_jax.weights.source_dict import ParamCollector, SourceDict, block_count_hints
 from laps_jax.weights.torch_io import read_torch_state_dict
 
 LAYER_NORM = (('weight', 'scale'), ('bias', 'bias'))
@@ -88,13 +88,8 @@ def convert_tensors(tensors, config, description: str, model: nnx.Module | None 
   bm = backbone_prefix(source)
   check_checkpoint_settings(source, config, description, bm)
   heads = config.num_heads
-  params, origin = {}, {}
-
-  def take(name, ours, transform=lambda x: x):
-    value = source.take(name, transform, needed_for=ours)
-    if value is not None:
-      params[ours] = value
-      origin[ours] = name
+  take = ParamCollector(source)
+  params, origin = take.params, take.origin
 
   def take_linear(name, ours):
     take(f'{name}.weight', f'{ours}/kernel', layouts.linear_kernel)

@@ -102,3 +102,23 @@ def block_count_hints(names: list[str], block_pattern: str, config) -> list[str]
   if indices and len(indices) != config.num_layers:
     return [f'the checkpoint has {len(indices)} blocks, the model config num_layers={config.num_layers}']
   return []
+
+
+class ParamCollector:
+  """Collects converted parameters from a `SourceDict`: `collect(theirs, ours, transform)`.
+
+  params: {our flat name: array}; origin: {our flat name: source name} (for messages). Source
+  names are read under `prefix` (e.g. 'module.base_model.' or an optimizer-state prefix).
+  """
+
+  def __init__(self, source: SourceDict, prefix: str = ''):
+    self.source = source
+    self.prefix = prefix
+    self.params: dict[str, np.ndarray] = {}
+    self.origin: dict[str, str] = {}
+
+  def __call__(self, name: str, ours: str, transform: Callable[[np.ndarray], np.ndarray] = lambda x: x) -> None:
+    value = self.source.take(self.prefix + name, transform, needed_for=ours)
+    if value is not None:
+      self.params[ours] = value
+      self.origin[ours] = self.prefix + name

@@ -23,7 +23,7 @@ from flax import nnx
 from laps_jax.weights import torch_layouts as layouts
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.image_vit import adapt_to_video_model, check_vit_family
-from laps_jax.weights.source_dict import SourceDict, block_count_hints
+from laps_jax.weights.source_dict import ParamCollector, SourceDict, block_count_hints
 from laps_jax.weights.tensor_files import read_state_dict_file
 
 LAYER_NORM = (('weight', 'scale'), ('bias', 'bias'))
@@ -35,13 +35,8 @@ def read_vit(source: SourceDict, config, prefix: str = '', *, with_head: bool) -
   Returns ({our flat name: array}, {our flat name: source name}).
   """
   heads = config.num_heads
-  params, origin = {}, {}
-
-  def take(name, ours, transform=lambda x: x):
-    value = source.take(prefix + name, transform, needed_for=ours)
-    if value is not None:
-      params[ours] = value
-      origin[ours] = prefix + name
+  take = ParamCollector(source, prefix)
+  params, origin = take.params, take.origin
 
   take('patch_embed.proj.weight', 'patch_embed/kernel', layouts.conv_kernel)
   take('patch_embed.proj.bias', 'patch_embed/bias')

@@ -22,7 +22,7 @@ from flax import nnx
 
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.image_vit import adapt_to_video_model, check_vit_family
-from laps_jax.weights.source_dict import SourceDict, block_count_hints
+from laps_jax.weights.source_dict import ParamCollector, SourceDict, block_count_hints
 from laps_jax.weights.tensor_files import read_npz
 
 OPTIMIZER_PREFIX = 'opt/target/'
@@ -37,13 +37,8 @@ def convert_tensors(tensors: dict[str, np.ndarray], config, model: nnx.Module, d
     prefix = OPTIMIZER_PREFIX
     source.drop_matching(lambda n: not n.startswith(OPTIMIZER_PREFIX), 'optimizer state, not a parameter')
 
-  params, origin = {}, {}
-
-  def take(name, ours, transform=lambda x: x):
-    value = source.take(prefix + name, transform, needed_for=ours)
-    if value is not None:
-      params[ours] = value
-      origin[ours] = prefix + name
+  take = ParamCollector(source, prefix)
+  params, origin = take.params, take.origin
 
   take('embedding/kernel', 'patch_embed/kernel')
   take('embedding/bias', 'patch_embed/bias')
