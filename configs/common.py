@@ -28,26 +28,40 @@ DATA = dict(
     test_clips=10, test_crops=3, num_workers=8, prefetch=2, shuffle=True)
 
 # config.optimizer: 'sgd' (momentum, nesterov) | 'adamw' (b1, b2, eps); decoupled weight decay on
-# parameters whose path matches decay_pattern; global-norm clipping (0 = off); accumulation.
+# parameters whose path matches decay_pattern; global-norm clipping (0 = off); accumulation;
+# layer-wise lr decay (1.0 = off; laps_jax/train/layer_decay.py).
 OPTIMIZER = dict(name='sgd', momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-                 weight_decay=0.0, decay_pattern=r'kernel$', clip_norm=1.0, grad_accum_steps=1)
+                 weight_decay=0.0, decay_pattern=r'kernel$', clip_norm=1.0, grad_accum_steps=1,
+                 layer_decay=1.0)
 
 # config.schedule: 'piecewise' (×decay_factor at decay_epochs) | 'warmup_cosine' (to end_lr).
+# base_batch_size > 0: the peak lr is base_lr × (batch_size × grad_accum_steps) / base_batch_size.
 SCHEDULE = dict(name='piecewise', base_lr=0.1, warmup_epochs=0.0, decay_epochs=(), decay_factor=0.1,
-                end_lr=0.0)
+                end_lr=0.0, base_batch_size=0)
 
 EVAL = dict(every_steps=5000, batch_size=64, max_batches=-1)  # validation: one clip, centre crop
 TEST = dict(at_end=True, batch_size=16, aggregate='sum_logits')  # the multi-view test
-CHECKPOINT = dict(every_steps=1000, keep=3, asynchronous=True)
+# best_metric: '' (off) or a validation metric ('val_top1', 'val_top5', 'val_loss', 'val_ema_top1',
+# ...): the checkpoint with its best value (max; min for a loss) is kept beside the last `keep`.
+CHECKPOINT = dict(every_steps=1000, keep=3, asynchronous=True, best_metric='')
+# config.ema: exponential moving average of the weights, ema = decay·ema + (1 - decay)·w after
+# every optimizer update (0 = off); evaluated beside the raw weights (val_ema_*, test_ema_*).
+EMA = dict(decay=0.0)
+# config.tensorboard: what the event files hold beyond the scalars (laps_jax/train/summaries.py):
+# global norms of gradients / parameters / updates in the train step, the first step's first
+# `input_clips` clips as images (0 = none), the final test's per-class accuracy as a text table.
+TENSORBOARD = dict(norms=True, input_clips=2, per_class=True)
 
 
 def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimizer: dict,
                schedule: dict, init_from: str = '', log_every_steps: int = 100, profile_steps: int = 5,
                eval: dict | None = None, test: dict | None = None,  # pylint: disable=redefined-builtin
-               checkpoint: dict | None = None) -> ml_collections.ConfigDict:
+               checkpoint: dict | None = None, ema: dict | None = None,
+               tensorboard: dict | None = None) -> ml_collections.ConfigDict:
   """The run config for `model` (a family's typed config, e.g. `ViTConfig.variant('B/16', ...)`).
 
-  `data`, `optimizer`, `schedule`, `eval`, `test`, `checkpoint`: changes to this module's defaults
+  `data`, `optimizer`, `schedule`, `eval`, `test`, `checkpoint`, `ema`, `tensorboard`: changes to
+  this module's defaults
   (an unknown key is an error). data.num_frames / image_size / test_short_side come from the model.
   """
   config = ml_collections.ConfigDict()
@@ -80,6 +94,8 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.eval = _section('eval', EVAL, eval)
   config.test = _section('test', TEST, test)
   config.checkpoint = _section('checkpoint', CHECKPOINT, checkpoint)
+  config.ema = _section('ema', EMA, ema)
+  config.tensorboard = _section('tensorboard', TENSORBOARD, tensorboard)
   return config
 
 

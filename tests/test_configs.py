@@ -13,7 +13,8 @@ from laps_jax.train import optimizer as optimizer_lib
 
 TOP_LEVEL_KEYS = {'mode', 'seed', 'init_from', 'model', 'data', 'batch_size', 'num_epochs',
                   'total_steps', 'optimizer', 'schedule', 'mesh_shape', 'axis_rules',
-                  'log_every_steps', 'profile_steps', 'eval', 'test', 'checkpoint'}
+                  'log_every_steps', 'profile_steps', 'eval', 'test', 'checkpoint', 'ema',
+                  'tensorboard'}
 VARIANTS = [
     ('demo', None), ('demo', 'model=vit2d'), ('demo', 'model=joint'), ('demo', 'model=divided'),
     ('demo', 'model=lvt'),
@@ -41,9 +42,9 @@ def test_every_variant_has_exactly_the_keys_its_parts_take(name, arg):
   assert config.data.image_size == config.model.image_size
   assert set(config.optimizer.keys()) == {'name', 'momentum', 'nesterov', 'b1', 'b2', 'eps',
                                           'weight_decay', 'decay_pattern', 'clip_norm',
-                                          'grad_accum_steps'}
+                                          'grad_accum_steps', 'layer_decay'}
   assert set(config.schedule.keys()) == {'name', 'base_lr', 'warmup_epochs', 'decay_epochs',
-                                         'decay_factor', 'end_lr'}
+                                         'decay_factor', 'end_lr', 'base_batch_size'}
   # Every logical axis name the models use has a rule.
   assert {'embed', 'mlp', 'heads', 'kv', 'classes', 'patch', 'time', 'tokens'} <= {
       rule[0] for rule in config.axis_rules}

@@ -16,9 +16,14 @@ config.optimizer:
                     temporal embeddings undecayed
   clip_norm         global-norm gradient clipping before the update (0 = off)
   grad_accum_steps  micro-batches per update (optax.MultiSteps; 1 = off)
+  layer_decay       layer-wise learning-rate decay d (1.0 = off): block i of L gets lr × d**(L - i),
+                    the embeddings lr × d**(L + 1), the head lr (laps_jax/train/layer_decay.py)
 config.schedule:
   name              'piecewise' (×decay_factor at each of decay_epochs) or 'warmup_cosine'
-  base_lr           peak learning rate
+  base_lr           peak learning rate (at base_batch_size, when that is set)
+  base_batch_size   0 = off; else the peak learning rate is base_lr × global batch / base_batch_size,
+                    the global batch being the clips per optimizer update (batch_size ×
+                    grad_accum_steps), so a recipe moves between 8 and 64 devices unchanged
   warmup_epochs     linear warm-up from 0 (both schedules)
   decay_epochs      piecewise boundaries, in epochs
   decay_factor      piecewise multiplier at each boundary
@@ -30,22 +35,37 @@ import jax
 import optax
 
 from laps_jax import named_params
+from laps_jax.train import layer_decay as layer_decay_lib
 
 
-def make_schedule(schedule_config, *, updates_per_epoch: float, total_updates: int) -> optax.Schedule:
-  """Learning rate as a function of the optimizer-update count."""
+def peak_learning_rate(config) -> float:
+  """config.schedule.base_lr, scaled by the global batch per update when base_batch_size > 0."""
+  base_batch = config.schedule.get('base_batch_size', 0)
+  if not base_batch:
+    return float(config.schedule.base_lr)
+  if base_batch < 0:
+    raise ValueError(f'config.schedule.base_batch_size must be >= 0, got {base_batch}')
+  update_batch = config.batch_size * config.optimizer.grad_accum_steps
+  return float(config.schedule.base_lr) * update_batch / base_batch
+
+
+def make_schedule(schedule_config, *, updates_per_epoch: float, total_updates: int,
+                  peak_lr: float | None = None) -> optax.Schedule:
+  """Learning rate as a function of the optimizer-update count; `peak_lr` (default base_lr) is
+  the rate the schedule warms up to (`peak_learning_rate`)."""
   c = schedule_config
+  base_lr = c.base_lr if peak_lr is None else peak_lr
   warmup = int(round(c.warmup_epochs * updates_per_epoch))
   if c.name == 'warmup_cosine':
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=c.base_lr, warmup_steps=warmup,
+        init_value=0.0, peak_value=base_lr, warmup_steps=warmup,
         decay_steps=max(total_updates, warmup + 1), end_value=c.end_lr)
   if c.name == 'piecewise':
     boundaries = {int(round(e * updates_per_epoch)) - warmup: c.decay_factor for e in c.decay_epochs}
-    constant = optax.piecewise_constant_schedule(c.base_lr, boundaries)
+    constant = optax.piecewise_constant_schedule(base_lr, boundaries)
     if warmup == 0:
       return constant
-    ramp = optax.linear_schedule(0.0, c.base_lr, warmup)
+    ramp = optax.linear_schedule(0.0, base_lr, warmup)
     return optax.join_schedules([ramp, constant], [warmup])
   raise ValueError(f"config.schedule.name must be 'piecewise' or 'warmup_cosine', got {c.name!r}")
 
@@ -64,13 +84,14 @@ def weight_decay_mask(pattern: str):
 def make_optimizer(config, *, updates_per_epoch: float, total_updates: int):
   """(tx, schedule) for `config.optimizer` / `config.schedule`.
 
-  tx: clip_by_global_norm -> [weight decay] -> SGD-momentum | AdamW, wrapped in optax.MultiSteps
-  when grad_accum_steps > 1 (gradients are averaged over the micro-batches, as a loss divided by
-  the number of micro-batches would give).
+  tx: clip_by_global_norm -> [weight decay] -> SGD-momentum | AdamW -> [layer decay], wrapped in
+  optax.MultiSteps when grad_accum_steps > 1 (gradients are averaged over the micro-batches, as a
+  loss divided by the number of micro-batches would give).
   """
   o = config.optimizer
+  peak_lr = peak_learning_rate(config)
   schedule = make_schedule(config.schedule, updates_per_epoch=updates_per_epoch,
-                           total_updates=total_updates)
+                           total_updates=total_updates, peak_lr=peak_lr)
   mask = weight_decay_mask(o.decay_pattern)
   parts = []
   if o.clip_norm > 0:
@@ -84,6 +105,11 @@ def make_optimizer(config, *, updates_per_epoch: float, total_updates: int):
                              mask=mask))
   else:
     raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {o.name!r}")
+  decay = o.get('layer_decay', 1.0)
+  if not 0.0 < decay <= 1.0:
+    raise ValueError(f'config.optimizer.layer_decay must be in (0, 1] (1 = off), got {decay}')
+  if decay < 1.0:
+    parts.append(layer_decay_lib.layer_decay(decay, peak_lr=peak_lr))
   tx = optax.chain(*parts)
   if o.grad_accum_steps < 1:
     raise ValueError(f'config.optimizer.grad_accum_steps must be >= 1, got {o.grad_accum_steps}')

@@ -1,0 +1,94 @@
+"""Fine-tuning recipe pieces without a train loop: layer-wise lr decay and the lr scaled by the
+global batch."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import make_tiny_config
+from laps_jax import models
+from laps_jax import named_params
+from laps_jax.models.visformer import VisformerConfig
+from laps_jax.train import layer_decay
+from laps_jax.train import optimizer as optimizer_lib
+
+
+def _names(model_config):
+  return list(named_params.of_model(nnx.eval_shape(lambda: models.build(model_config, nnx.Rngs(0)))))
+
+
+def test_layer_ids_of_vit_and_lvt():
+  for name, embeddings in (('laps', {'cls_token', 'pos_embed', 'patch_embed/kernel'}),
+                           ('lvt', {'temporal_embed', 'patch_norm/scale', 'patch_embed/kernel'})):
+    names = _names(make_tiny_config('unused', name).model)  # 2 blocks
+    ids, num_layers = layer_decay.layer_ids(names)
+    assert num_layers == 2, name
+    for n in names:
+      expected = (int(n.split('/')[1]) + 1 if n.startswith('blocks/') else
+                  3 if n.startswith(('norm/', 'head/')) else 0)
+      assert ids[n] == expected, n
+    assert embeddings <= {n for n, i in ids.items() if i == 0}, name
+
+
+def test_layer_ids_of_visformer_count_the_stages_in_order():
+  config = VisformerConfig.variant('Mu', num_frames=2, image_size=32, num_classes=4, stage_depths=(2, 1, 1),
+                                   leap_levels=((None,), (None,)))
+  names = _names(config.to_config_dict())
+  ids, num_layers = layer_decay.layer_ids(names)
+  assert num_layers == 4
+  first = {prefix: {ids[n] for n in names if n.startswith(prefix)}
+           for prefix in ('stem', 'patch_embed1', 'pos_embed1', 'stage1/0/', 'stage1/1/', 'patch_embed2',
+                          'pos_embed2', 'stage2/0/', 'patch_embed3', 'stage3/0/', 'norm/', 'head/')}
+  assert first == {'stem': {0}, 'patch_embed1': {0}, 'pos_embed1': {0}, 'stage1/0/': {1}, 'stage1/1/': {2},
+                   'patch_embed2': {3}, 'pos_embed2': {3}, 'stage2/0/': {3}, 'patch_embed3': {4},
+                   'stage3/0/': {4}, 'norm/': {5}, 'head/': {5}}
+
+
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_layer_decay_scales_each_update_by_decay_to_the_depth(name):
+  """With decay d, every parameter's update is d ** (L + 1 - layer) times the update without it."""
+  config = make_tiny_config('unused', 'laps')
+  config.optimizer.update(dict(name=name, momentum=0.9, weight_decay=0.05, clip_norm=0.0))
+  config.schedule.update(dict(name='piecewise', base_lr=0.1, warmup_epochs=0.0, decay_epochs=()))
+  model = nnx.eval_shape(lambda: models.build(config.model, nnx.Rngs(0)))
+  shapes = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32), shapes)
+  grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+
+  def two_updates(decay):
+    config.optimizer.layer_decay = decay
+    tx, _ = optimizer_lib.make_optimizer(config, updates_per_epoch=1, total_updates=10)
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)  # a second step exercises the momenta too
+    updates, _ = tx.update(grads, state, params)
+    return named_params.flatten(updates)
+
+  plain, decayed = two_updates(1.0), two_updates(0.5)
+  ids, num_layers = layer_decay.layer_ids(plain)
+  assert num_layers == 2
+  for n, update in plain.items():
+    np.testing.assert_allclose(decayed[n], update * 0.5 ** (3 - ids[n]), rtol=1e-5, atol=1e-7, err_msg=n)
+  assert {ids[n] for n in plain} == {0, 1, 2, 3}
+
+
+def test_layer_decay_out_of_range_is_an_error():
+  config = make_tiny_config('unused')
+  config.optimizer.layer_decay = 1.5
+  with pytest.raises(ValueError, match='layer_decay'):
+    optimizer_lib.make_optimizer(config, updates_per_epoch=1, total_updates=1)
+
+
+def test_learning_rate_scales_with_the_global_batch_per_update():
+  config = make_tiny_config('unused')
+  config.schedule.update(dict(name='piecewise', base_lr=0.1, warmup_epochs=0.0, decay_epochs=()))
+  assert optimizer_lib.peak_learning_rate(config) == pytest.approx(0.1)  # base_batch_size 0: off
+  config.batch_size, config.optimizer.grad_accum_steps = 64, 2
+  config.schedule.base_batch_size = 256
+  assert optimizer_lib.peak_learning_rate(config) == pytest.approx(0.1 * 128 / 256)
+  _, schedule = optimizer_lib.make_optimizer(config, updates_per_epoch=10, total_updates=10)
+  assert float(schedule(0)) == pytest.approx(0.05)
+  config.schedule.update(dict(name='warmup_cosine', warmup_epochs=1.0, end_lr=0.0))
+  _, schedule = optimizer_lib.make_optimizer(config, updates_per_epoch=10, total_updates=100)
+  assert float(schedule(10)) == pytest.approx(0.05)  # the peak after warm-up
