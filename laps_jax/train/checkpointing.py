@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from flax import nnx
 
 CHECKPOINT_DIR = 'checkpoints'
+STATE_ITEMS = ('model', 'optimizer')  # the train state's parts, each its own Orbax item
 
 
 class Checkpointer:
@@ -30,8 +31,8 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
-    handlers = {'model': ocp.StandardCheckpointHandler(), 'optimizer': ocp.StandardCheckpointHandler(),
-                'data': grain.checkpoint.CheckpointHandler()}
+    handlers = {item: ocp.StandardCheckpointHandler() for item in STATE_ITEMS}
+    handlers['data'] = grain.checkpoint.CheckpointHandler()
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
@@ -42,10 +43,7 @@ class Checkpointer:
 
   def save(self, step: int, state: nnx.State, data_iterator=None) -> None:
     """Starts an asynchronous save of `state` (and the data iterator position) at `step`."""
-    args = {
-        'model': ocp.args.StandardSave(nnx.to_pure_dict(state['model'])),
-        'optimizer': ocp.args.StandardSave(nnx.to_pure_dict(state['optimizer'])),
-    }
+    args = {item: ocp.args.StandardSave(nnx.to_pure_dict(state[item])) for item in STATE_ITEMS}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     # force=True: the loop decides when to save (interval, end, preemption).
@@ -54,17 +52,16 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: nnx.State, data_iterator=None) -> nnx.State:
     """The state saved at `step`, restored straight into the shardings of `abstract_state`
     (a tree of ShapeDtypeStructs on the current mesh, which may differ from the saving mesh).
+    Only the items `abstract_state` has are read: the state of an evaluation has no `optimizer`.
     `data_iterator`, if given, is moved to the saved position in place."""
-    args = {
-        'model': ocp.args.StandardRestore(nnx.to_pure_dict(abstract_state['model'])),
-        'optimizer': ocp.args.StandardRestore(nnx.to_pure_dict(abstract_state['optimizer'])),
-    }
+    items = [item for item in STATE_ITEMS if item in abstract_state]
+    args = {item: ocp.args.StandardRestore(nnx.to_pure_dict(abstract_state[item])) for item in items}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     state = jax.tree.map(lambda x: x, abstract_state)  # a copy to fill in
-    nnx.replace_by_pure_dict(state['model'], restored['model'])
-    nnx.replace_by_pure_dict(state['optimizer'], restored['optimizer'])
+    for item in items:
+      nnx.replace_by_pure_dict(state[item], restored[item])
     return state
 
   def restore_model_arrays(self, step: int | None = None) -> dict:

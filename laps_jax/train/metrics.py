@@ -1,4 +1,8 @@
-"""Metric writers, the parameter overview, and host-side handling of per-step train metrics.
+"""Metric writers, progress hooks, the parameter overview, and host-side handling of per-step
+train metrics.
+
+clu's writers and periodic actions are imported where they are made, after
+`tensorboard.install()` (clu.metric_writers imports TensorFlow otherwise; see tensorboard.py).
 
 Train metrics stay on the devices until a log or checkpoint step (fetching every step would
 stall the asynchronous dispatch); then the buffered steps are fetched together, checked for a
@@ -9,16 +13,33 @@ import time
 
 import jax
 import numpy as np
-from clu import metric_writers
 from clu import parameter_overview
 from flax import nnx
 
+from laps_jax.train import tensorboard
 from laps_jax.train.errors import NonFiniteLossError
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard event files in `workdir` plus the log (process 0); only the log elsewhere."""
+def create_writer(workdir: str):
+  """A clu MetricWriter: TensorBoard event files in `workdir` plus the log (process 0); only the
+  log elsewhere."""
+  tensorboard.install()
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top  (after install())
   return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+
+
+def create_hooks(writer, *, num_train_steps: int, every_steps: int, profile_steps: int, logdir: str):
+  """(report_progress, hooks): clu's periodic actions of the train loop. `report_progress` writes
+  steps/s and the time spent in its `timed(...)` sections (evaluation, checkpoints); on process 0
+  and with `profile_steps` > 0 a profile of that many steps goes to `logdir`."""
+  tensorboard.install()
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top  (after install())
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_train_steps, writer=writer, every_steps=every_steps)
+  hooks = [report_progress]
+  if profile_steps > 0 and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(num_profile_steps=profile_steps, logdir=logdir))
+  return report_progress, hooks
 
 
 def log_parameter_overview(model_state: nnx.State) -> int:

@@ -2,12 +2,13 @@
 
 With the pinned clu 0.0.12, `import clu.metric_writers` (and so `clu.periodic_actions`) imports
 `clu.metric_writers.summary_writer`, which is `import tensorflow`. TensorFlow is not a
-dependency here (hundreds of MB, and TFDS changes behaviour when it is present). `install()`
-registers, before clu is imported, a `clu.metric_writers.summary_writer` module whose
-`SummaryWriter` implements clu's `MetricWriter` interface with `tensorboard.summary.Writer`
-(TensorBoard's own NumPy-only event writer). clu's `create_default_writer` then writes
-TensorBoard event files as usual. Scalars go to TensorBoard; the other kinds (images, texts,
-histograms, hparams) are not written by this backend (the log still has them).
+dependency here (hundreds of MB, and TFDS changes behaviour when it is present). `install()`,
+called by `metrics.create_writer` / `metrics.create_hooks` before they import clu's writers,
+registers a `clu.metric_writers.summary_writer` module whose `SummaryWriter` implements clu's
+`MetricWriter` interface with `tensorboard.summary.Writer` (TensorBoard's own NumPy-only event
+writer). clu's `create_default_writer` then writes TensorBoard event files as usual. Scalars go
+to TensorBoard; the other kinds (images, texts, histograms, hparams) are not written by this
+backend (the log still has them).
 
 If TensorFlow is installed, clu's own writer is used and `install()` does nothing.
 """

@@ -6,7 +6,8 @@ and returns the new `nnx.state(...)`. That keeps the shardings explicit (`in_sha
 `out_shardings`, state donated) and lets Orbax and the dry run work on the same tree.
 
     state['model']      parameters (f32) + the dropout RNG stream of the model
-    state['optimizer']  step count + optax state (momenta, MultiSteps accumulators)
+    state['optimizer']  step count + optax state (momenta, MultiSteps accumulators); absent in
+                        the state of an evaluation, which has no optimizer
 """
 import functools
 from typing import Any, Callable
@@ -23,16 +24,19 @@ from laps_jax.train import mesh as mesh_lib
 class TrainState(nnx.Module):
   """Everything a train step updates and a checkpoint holds."""
 
-  def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer):
+  def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer | None):
     self.model = model
     self.optimizer = optimizer
 
 
-def make_init_fn(model_config, tx: optax.GradientTransformation, seed: int) -> Callable[[], TrainState]:
-  """A function that builds a fresh TrainState (run it under the mesh and the axis rules)."""
+def make_init_fn(model_config, tx: optax.GradientTransformation | None,
+                 seed: int) -> Callable[[], TrainState]:
+  """A function that builds a fresh TrainState (run it under the mesh and the axis rules).
+  With `tx=None` the state has no optimizer: what evaluation needs."""
   def init() -> TrainState:
     model = models.build(model_config, nnx.Rngs(params=seed, dropout=seed + 1))
-    return TrainState(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
+    optimizer = None if tx is None else nnx.Optimizer(model, tx, wrt=nnx.Param)
+    return TrainState(model, optimizer)
   return init
 
 
