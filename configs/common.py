@@ -25,7 +25,7 @@ DATA = dict(
     num_frames=8, frame_stride=8, sampling='dense', image_size=224, scale_jitter=(224, 360),
     test_short_side=224, flip=True, color_jitter=0.0, auto_augment='', random_erasing=0.0,
     mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-    test_clips=10, test_crops=3, num_workers=8, prefetch=2, shuffle=True)
+    test_clips=10, test_crops=3, num_workers=8, prefetch=2, shuffle=True, num_repeats=1)
 
 # config.optimizer: 'sgd' (momentum, nesterov) | 'adamw' (b1, b2, eps); decoupled weight decay on
 # parameters whose path matches decay_pattern; global-norm clipping (0 = off); accumulation;

@@ -36,6 +36,9 @@
   num_workers      grain worker processes decoding and augmenting (0 = in the main process).
   prefetch         batches each worker prepares ahead (grain per-worker buffer size, >= 1).
   shuffle          bool: shuffle the training records (reshuffled every epoch).
+  num_repeats      k >= 1: repeated augmentation, k differently augmented clips of each sampled
+                   training video in the same batch (1 = off; VideoMAE 2). An epoch is still every
+                   video once: k times the steps (`laps_jax.data.repeated_augmentation`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ CONFIG_KEYS = (
     'name', 'data_dir', 'train_split', 'eval_split', 'test_split', 'num_frames', 'frame_stride',
     'sampling', 'image_size', 'scale_jitter', 'test_short_side', 'flip', 'color_jitter',
     'auto_augment', 'random_erasing', 'mixup_alpha', 'cutmix_alpha', 'label_smoothing', 'mean',
-    'std', 'test_clips', 'test_crops', 'num_workers', 'prefetch', 'shuffle',
+    'std', 'test_clips', 'test_crops', 'num_workers', 'prefetch', 'shuffle', 'num_repeats',
 )
 
 
@@ -89,6 +92,7 @@ def validate_config(data_config) -> None:
   check(int(c.test_crops) in (1, 3), f'test_crops: 1 or 3, got {c.test_crops}')
   check(int(c.num_workers) >= 0, f'num_workers: >= 0, got {c.num_workers}')
   check(int(c.prefetch) >= 1, f'prefetch: >= 1, got {c.prefetch}')
+  check(int(c.num_repeats) >= 1, f'num_repeats: >= 1, got {c.num_repeats}')
   try:
     augment.parse_auto_augment(c.auto_augment)
   except ValueError as e:
