@@ -18,8 +18,10 @@ lowered and compiled on abstract inputs (batch 1, one view, float32). Three coun
                     that compilation (fusion, CPU layout) does not change the count materially.
 
 The published figures: LAPS paper (fvcore) ViT-B/16 8×224: LAPS 146.23 GMACs, 2D 140.51, 86.106 M
-parameters; LVT 16×224 about 254 GMACs and 52.1 M (DESIGN.md 1.2). Rows without a published figure
-are compared with a closed-form count (`analytic_macs`, fvcore's rule written out by hand), which
+parameters; LVT 16×224 about 254 GMACs and 52.1 M (DESIGN.md 1.2); Visformer-S 8×224 (LAPS model
+zoo): 2D 39.074, LAPS 40.136, Base3D 46.509 GMACs, 39.758 M. Those fvcore totals include
+BatchNorm (2 per element): the Visformer operator table adds it to the matmul count
+(experiments/visformer_macs.py). Rows without a published figure are compared with a closed-form count (`analytic_macs`, fvcore's rule written out by hand), which
 checks the jaxpr counter independently.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from experiments import visformer_macs
 from experiments.model_configs import PAPER_ROWS, PaperRow
 from laps_jax import models
 from laps_jax.models.lvt import patch_grid_size
@@ -153,6 +156,9 @@ def xla_flops(config, batch: int = 1) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 def analytic_macs(config) -> int:
   """Matmul/conv MACs of one clip, written out by hand from the architecture (the models' docstrings)."""
+  if config.name == 'visformer':  # everything but BatchNorm, which is elementwise in the jaxpr
+    ops = visformer_macs.analytic_macs_by_operator(config)
+    return ops['conv'] + ops['attention'] + ops['head']
   c, m, layers, t = config.hidden_size, config.mlp_dim, config.num_layers, config.num_frames
   heads, k = config.num_heads, config.num_classes
   d = c // heads
@@ -217,6 +223,10 @@ def measure_row(row: PaperRow, num_classes: int = 400, with_xla: bool = True) ->
   result['diff_matmul_pct'] = 100.0 * (result['gmacs_matmul'] / reference - 1.0)
   if with_xla:
     result['diff_xla_pct'] = 100.0 * (result['gmacs_xla_compiled'] / reference - 1.0)
+  if row.name == 'visformer':  # fvcore's split by operator (BatchNorm counted), experiments/visformer_macs.py
+    result['gmacs_by_operator'] = {k: v / 1e9 for k, v in visformer_macs.forward_macs_by_operator(config).items()}
+    result['gmacs_fvcore_rule'] = sum(result['gmacs_by_operator'].values())
+    result['published_by_operator'] = visformer_macs.published_by_operator(config)
   if row.published_params_m is not None:
     result['diff_params_pct'] = 100.0 * (result['params_m'] / row.published_params_m - 1.0)
   result['seconds'] = time.perf_counter() - start
@@ -294,6 +304,9 @@ def main(argv=None) -> list[dict[str, Any]]:
   rows = [r for r in PAPER_ROWS if not args.only or r.name in args.only.split(',')]
   results = [measure_row(r, args.num_classes, with_xla=not args.no_xla) for r in rows]
   table = markdown_table(results)
+  if by_operator := [r for r in results if 'gmacs_by_operator' in r]:
+    table += ('\n\nVisformer by operator (GMACs; fvcore rule: BatchNorm 2 per element, as the LAPS '
+              'model zoo counts):\n\n' + visformer_macs.operator_table(by_operator))
   if args.json:
     print(json.dumps(results, indent=1))
   else:

@@ -84,6 +84,11 @@ class PaperRow:
     return config
 
 
+_ZOO = 'LAPS MODEL_ZOO.md (fvcore)'
+_NO_LEAP = ((None,), (None,))
+_VIS_2D = (('leap_levels', _NO_LEAP), ('shift_div', 0))
+_VIS_LAPS_32 = (('leap_levels', ((1, 2, 3, 4), (5, 1, 2, 3))),)  # visformer_LAPS_32x8_{320,360}.yaml
+
 PAPER_ROWS = (
     PaperRow('ViT-B/16 2D (TSN)', 'vit2d', 'base', 8, 224, 140.51, 86.106, 'LAPS paper (fvcore)'),
     PaperRow('ViT-B/16 LAPS', 'laps', 'base', 8, 224, 146.23, 86.106, 'LAPS paper (fvcore)'),
@@ -100,4 +105,18 @@ PAPER_ROWS = (
     PaperRow('LVT (shared gate)', 'lvt', 'base', 16, 224, 254.0, 52.1, 'DESIGN.md 1.2 (own count, "about")',
              overrides=(('shared_gate', True),)),
     PaperRow('LVT (two gates, K400)', 'lvt', 'base', 16, 224),
+    # Visformer-S (LAPS MODEL_ZOO.md, fvcore): the ablations are settings of the one name.
+    PaperRow('Visformer-S 2D', 'visformer', 'small', 8, 224, 39.074, 39.758, _ZOO, overrides=_VIS_2D),
+    PaperRow('Visformer-S P-Shift only', 'visformer', 'small', 8, 224, 39.074, 39.758, _ZOO,
+             overrides=(('leap_levels', _NO_LEAP),)),
+    PaperRow('Visformer-S LA only', 'visformer', 'small', 8, 224, 40.136, 39.758, _ZOO, overrides=(('shift_div', 0),)),
+    PaperRow('Visformer-S LAPS', 'visformer', 'small', 8, 224, 40.136, 39.758, _ZOO),
+    PaperRow('Visformer-S Base3D (joint)', 'visformer', 'small', 8, 224, 46.509, 39.758, _ZOO,
+             overrides=_VIS_2D + (('temporal_attention', 'joint'),)),
+    PaperRow('Visformer-S PlainShift', 'visformer', 'small', 8, 224, 39.074, 39.758, _ZOO,
+             overrides=(('leap_levels', _NO_LEAP), ('shift_kind', 'plain'))),
+    PaperRow('Visformer-S LAPS', 'visformer', 'small', 32, 224, overrides=_VIS_LAPS_32),
+    PaperRow('Visformer-S 2D', 'visformer', 'small', 32, 320, overrides=_VIS_2D),
+    PaperRow('Visformer-S LAPS', 'visformer', 'small', 32, 320, overrides=_VIS_LAPS_32),
+    PaperRow('Visformer-S LAPS', 'visformer', 'small', 32, 360, overrides=_VIS_LAPS_32),
 )

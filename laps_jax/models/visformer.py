@@ -7,6 +7,7 @@ Channels-last throughout: frames are (B·T, H, W, C).
 
   stem      7×7/2 conv (no bias) -> BatchNorm -> ReLU                         (B·T, S/2, S/2, stem)
   stage 1   4×4 patch conv (bias) -> BatchNorm -> + pos_embed1 -> dropout     (B·T, S/8, S/8, C/2)
+            (the later grids round down: 360² gives 45, 22, 11 as the official code)
             7 conv blocks: x += MLP(BN(x)), MLP = 1×1 conv (C/2 -> C) -> GELU -> grouped 3×3 conv
             (8 groups) -> GELU -> 1×1 conv (C -> C/2); no attention; no bias anywhere
   stage 2   2×2 patch conv -> BatchNorm -> + pos_embed2 -> dropout            (B·T, S/16, S/16, C)
@@ -94,8 +95,8 @@ class VisformerConfig(SizeVariants):
       raise ValueError(f"VisformerConfig.name must be 'visformer', got {self.name!r}")
     if len(self.stage_depths) != 3:
       raise ValueError(f'model.stage_depths must have 3 entries, got {self.stage_depths}')
-    if self.image_size % 32:
-      raise ValueError(f'model.image_size {self.image_size} must be divisible by 32 (stem 2, patch 4, 2, 2)')
+    if self.image_size % 8:
+      raise ValueError(f'model.image_size {self.image_size} must be divisible by 8 (stem /2, patch 4)')
     if self.hidden_size % 2 or self.hidden_size % self.num_heads:
       raise ValueError(f'model.hidden_size {self.hidden_size} must be even and divisible by '
                        f'num_heads {self.num_heads}')
@@ -273,6 +274,13 @@ class VisformerBlock(nnx.Module):
     return x + self.drop_path(self.mlp(self.norm2(x, train), train), train)
 
 
+def stage_grids(image_size: int) -> tuple[int, int, int]:
+  """Token-grid sides of stages 1-3: S/8, then halved by the 2×2 patch convs, rounding down as
+  PyTorch's strided conv does (360 -> 45, 22, 11, the official 360² model)."""
+  g1 = image_size // 8
+  return g1, g1 // 2, g1 // 4
+
+
 def stage1_mlp_hidden(width: int, conv_groups: int) -> int:
   """The official Mlp with spatial_conv: 2× the width (5/6× for conv_groups < 2, its 'net' setting)."""
   return width * 5 // 6 if conv_groups < 2 else width * 2
@@ -301,7 +309,7 @@ class VideoVisformer(nnx.Module):
     self.dtype = dtype
     self.stem = Stem(config.stem_channels, dtype=dtype, rngs=rngs)
     widths = (c // 2, c, 2 * c)
-    grids = (s // 8, s // 16, s // 32)
+    grids = stage_grids(s)
     self.patch_embed1 = PatchEmbed(4, config.stem_channels, widths[0], in_axis=None, dtype=dtype, rngs=rngs)
     self.patch_embed2 = PatchEmbed(2, widths[0], widths[1], in_axis='embed', dtype=dtype, rngs=rngs)
     self.patch_embed3 = PatchEmbed(2, widths[1], widths[2], in_axis='embed', dtype=dtype, rngs=rngs)

@@ -152,8 +152,9 @@ def convert_tensors(tensors: dict[str, np.ndarray], config, description: str,
     have, want = params[name].shape[1:3], tuple(expected[name][1:3])
     if have != want:
       if video:
-        hints.append(f'{name} is a {have[0]}x{have[1]} grid; the config gives {want[0]}x{want[1]}: '
-                     f'set model.image_size={have[0] * 8 * 2 ** (s - 1)}')
+        hints.append(f'{name} is a {have[0]}x{have[1]} grid; the config gives {want[0]}x{want[1]}: set '
+                     f'model.image_size to the checkpoint\'s (its stage-1 grid x 8, e.g. '
+                     f'image_size={params["pos_embed1"].shape[1] * 8})')
       else:
         params[name] = resize_grid(params[name][0], want)[None]
         notes.append(f'{name} resized bilinearly from {have[0]}x{have[1]} to {want[0]}x{want[1]} '
