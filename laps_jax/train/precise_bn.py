@@ -1,0 +1,64 @@
+"""Precise BatchNorm: recompute the running averages from many training batches before testing.
+
+The LAPS recipe (its configs: `PRECISE_BN: 200`, `PBN_EPOCH: 1`) calls fvcore's
+`update_bn_stats` after every training epoch: with the weights fixed, the model runs forward in
+training mode on `num_batches` training batches, and every BatchNorm's running mean and variance
+become the plain average, over those batches, of the per-batch mean and (unbiased) variance that
+the layer sees. This replaces the exponential moving average of training (momentum 0.1), which
+lags behind weights that keep changing. Config: `config.precise_bn.num_batches` (0 = off) and
+`config.precise_bn.every_epochs`.
+
+Here a forward pass with every BatchNorm's `momentum` set to 1.0 leaves exactly that batch's
+statistics in the layer's `nnx.BatchStat`s; the average over batches is kept on the host side of
+the loop (`avg += (batch - avg) / (i + 1)`, fvcore's update), then written into the model. Batch
+statistics are taken over the global batch (synchronised BatchNorm, models/batch_norm.py). A model
+without BatchNorm is left as it is. Parameters, optimizer state and RNG state do not change.
+"""
+from typing import Iterable
+
+import jax
+from flax import nnx
+
+from laps_jax.models.batch_norm import BatchNorm
+
+
+def has_batch_norm(model: nnx.Module) -> bool:
+  return any(isinstance(node, BatchNorm) for _, node in nnx.iter_graph(model))
+
+
+def _batch_statistics_fn(graphdef):
+  """jit(state, videos) -> the BatchStat state holding this batch's mean / unbiased variance."""
+  def statistics(state, videos):
+    model = nnx.merge(graphdef, state)
+    model.set_attributes(BatchNorm, momentum=1.0, raise_if_not_found=False)
+    model(videos, train=True)
+    return nnx.state(model, nnx.BatchStat)
+  return jax.jit(statistics)
+
+
+def update_batch_norm_statistics(model: nnx.Module, batches: Iterable, num_batches: int) -> int:
+  """Sets every BatchNorm's running averages of `model` (in place) to the mean, over the first
+  `num_batches` of `batches`, of the batch statistics its layers see in training mode.
+
+  batches: yields dicts with 'videos' float[B, T, H, W, 3] (global arrays on the mesh) or the
+  arrays themselves. Returns the number of batches used (fewer if `batches` runs out; 0 leaves
+  the model unchanged).
+  """
+  if num_batches <= 0 or not has_batch_norm(model):
+    return 0
+  graphdef, state = nnx.split(model)
+  statistics = _batch_statistics_fn(graphdef)
+  average, used = None, 0
+  for batch in batches:
+    if used == num_batches:
+      break
+    videos = batch['videos'] if isinstance(batch, dict) else batch
+    current = statistics(state, videos)
+    used += 1
+    if average is None:
+      average = current
+    else:
+      average = jax.tree.map(lambda avg, new, n=used: avg + (new - avg) / n, average, current)
+  if average is not None:
+    nnx.update(model, average)
+  return used
