@@ -13,6 +13,7 @@ import jax
 from clu import parameter_overview
 from flax import nnx
 
+from laps_jax.train import mesh as mesh_lib
 from laps_jax.train import train_state as ts_lib
 
 
@@ -55,7 +56,7 @@ def report(config, mesh: jax.sharding.Mesh, graphdef, abstract_state) -> dict:
       'mesh': dict(mesh.shape),
       'devices': mesh.size,
       'global_batch': config.batch_size,
-      'batch_per_device': config.batch_size // (mesh.shape['data'] * mesh.shape['fsdp']),
+      'batch_per_device': config.batch_size // mesh_lib.batch_shards(mesh),
       'parameters': num_params,
       'compile_seconds': compile_s,
       'memory_per_device': {

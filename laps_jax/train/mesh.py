@@ -30,7 +30,7 @@ BATCH_AXES = ('data', 'fsdp')
 # tensor parallelism splits heads and the MLP. Every logical name the models use appears, so a
 # model that adds a name adds it here once (the configs use this table as `config.axis_rules`).
 DEFAULT_AXIS_RULES = (
-    ('batch', ('data', 'fsdp')),
+    ('batch', BATCH_AXES),
     ('embed', 'fsdp'),
     ('mlp', 'tensor'),
     ('heads', 'tensor'),
