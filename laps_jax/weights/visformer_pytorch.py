@@ -37,7 +37,7 @@ from laps_jax.weights import torch_layouts as layouts
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
 from laps_jax.weights.errors import WeightImportError
 from laps_jax.weights.posembed import resize_grid
-from laps_jax.weights.source_dict import SourceDict
+from laps_jax.weights.source_dict import ParamCollector, SourceDict
 from laps_jax.weights.tensor_files import read_state_dict_file
 
 PREFIXES = ('module.base_model.', 'base_model.')
@@ -98,13 +98,8 @@ def convert_tensors(tensors: dict[str, np.ndarray], config, description: str,
   source = SourceDict(tensors, description, expected)
   prefix, infix, video = layout_of(source.keys(), description)
   heads = config.num_heads
-  params, origin, notes, keep, hints = {}, {}, [], {}, []
-
-  def take(name, ours, transform=lambda x: x):
-    value = source.take(prefix + name, transform, needed_for=ours)
-    if value is not None:
-      params[ours] = value
-      origin[ours] = prefix + name
+  take = ParamCollector(source, prefix)
+  params, origin, notes, keep, hints = take.params, take.origin, [], {}, []
 
   def batch_norm(theirs, ours):
     for their_leaf, our_leaf in BATCH_NORM:
