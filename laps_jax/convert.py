@@ -4,11 +4,15 @@ r"""Convert published weights into an exported laps_jax model (Orbax params + mo
       --input=imagenet21k/ViT-B_16.npz --output=/models/laps_vitb_in21k
   python -m laps_jax.convert --config=configs/laps_vitb.py --source=laps-pytorch \
       --input=laps_k400_8x8.pth.tar --output=/models/laps_k400
+  python -m laps_jax.convert --config=configs/laps_visformer.py --source=laps-pytorch \
+      --input=visformer_s_in10k.pth --output=/models/visformer_s_imagenet_224   # or a LAPS .pth.tar
   python -m laps_jax.convert --config=configs/lvt.py --source=lvt-pytorch \
       --input=lvt_k400.pyth --output=/models/lvt_k400 --config.model.temporal_embed_frames=8
 
---source: vit-npz | timm | laps-pytorch | lvt-pytorch (see laps_jax/weights/__init__.py). Only the
-config's `model` part is used (override keys with --config.model.KEY=VALUE). The output directory
+--source: vit-npz | timm | laps-pytorch | lvt-pytorch (see laps_jax/weights/__init__.py; for
+model.name='visformer', laps-pytorch and timm read Visformer files, BatchNorm statistics
+included). Only the config's `model` part is used (override keys with --config.model.KEY=VALUE).
+The output directory
 is what `laps_jax.checkpoints.load_model(DIR)` returns as (model, config), what
 `--config.init_from=DIR` starts training from and what `python -m laps_jax.predict --model=DIR`
 runs. Whatever the converter dropped (pre-logits, a classifier with another class count, unused

@@ -65,7 +65,7 @@ class VisformerConfig(SizeVariants):
   with LAPS's leap levels and shift; 'Ti' is `visformer_tiny`; 'Mu' a CPU-sized demo model.
   """
   SIZES = {
-      'Mu': dict(stem_channels=8, hidden_size=32, stage_depths=(1, 1, 1), num_heads=2),  # CPU demo
+      'Mu': dict(stem_channels=8, hidden_size=32, stage_depths=(2, 2, 2), num_heads=2),  # CPU demo
       'Ti': dict(stem_channels=16, hidden_size=192, stage_depths=(7, 4, 4), num_heads=3),
       'S': dict(stem_channels=32, hidden_size=384, stage_depths=(7, 4, 4), num_heads=6),
   }
