@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from laps_jax.data import builder_common
+from laps_jax.data import frame_records
 from laps_jax.data import prepare
 from laps_jax.data import registry
 from laps_jax.data import video_decode
@@ -38,7 +39,7 @@ def write_csv(path, rows, header=HEADER):
 
 def read_split(builder, split):
   """All examples of a split as {video_id: example}."""
-  source = builder.as_data_source(split)
+  source = frame_records.open_split(builder, split)
   out = {}
   for i in range(len(source)):
     example = source[i]

@@ -3,7 +3,10 @@
 Stored example (one video), the same for every dataset:
 
   video_id             str      Kinetics `{youtube_id}_{start:06d}_{end:06d}`, SSv2 `{id}`, ...
-  frames               [N] bytes  one JPEG per frame, display order, short side <= `short_side`
+  frames               [N] bytes  one JPEG per frame, display order, short side <= `short_side`;
+                                since version 2.0.0 (Kinetics, SSv2) not in the video's record but
+                                one record per frame in a frames file, the record holding
+  first_frame          int64    instead (`laps_jax.data.frame_records`);
   label                int      ClassLabel; `label.labels.txt` in the dataset folder has the names
   fps                  float32  of the source (0.0 when unknown)
   num_frames           int32    N, the frames actually stored
@@ -38,6 +41,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import gcs_utils
 import tqdm
 
+from laps_jax.data import frame_records
 from laps_jax.data import video_decode
 
 # Never look anything up on GCS: every dataset here is built locally (4.9.10 already defaults to
@@ -49,13 +53,17 @@ log = logging.getLogger(__name__)
 SKIP_FILE_TEMPLATE = 'skipped_{split}.txt'
 
 
-def video_features(label_names: Sequence[str] | None = None) -> tfds.features.FeaturesDict:
-  """The FeaturesDict of module doc; `label_names=None` leaves the ClassLabel to be named later."""
+def video_features(label_names: Sequence[str] | None = None, frame_records: bool = False
+                   ) -> tfds.features.FeaturesDict:
+  """The FeaturesDict of module doc; `label_names=None` leaves the ClassLabel to be named later.
+  frame_records: the frames live in the frames file (`first_frame`), not in the record."""
   label = (tfds.features.ClassLabel(names=list(label_names)) if label_names is not None
            else tfds.features.ClassLabel())
+  frames = ({'first_frame': np.int64} if frame_records else
+            {'frames': tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_))})
   return tfds.features.FeaturesDict({
       'video_id': tfds.features.Text(),
-      'frames': tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
+      **frames,
       'label': label,
       'fps': np.float32,
       'num_frames': np.int32,
@@ -125,8 +133,13 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   `self._generate_video_examples(split, items)`.
   """
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Frames as JPEG bytes, decoded once with PyAV.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Frames as JPEG bytes, decoded once with PyAV.',
+      '2.0.0': 'One record per frame in <name>-<split>.frames.array_record; the video records '
+               'hold first_frame: a clip reads only its frames (laps_jax.data.frame_records).',
+  }
+  FRAME_RECORDS = True  # the 2.0.0 layout; a subclass with small records may keep frames inline
 
   def __init__(self, *, short_side: int = 320, jpeg_quality: int = 90,
                num_processes: int | None = None, **kwargs):
@@ -150,7 +163,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
-        features=video_features(self._label_names()),
+        features=video_features(self._label_names(), self.FRAME_RECORDS),
         metadata=tfds.core.MetadataDict(short_side=self.short_side,
                                         jpeg_quality=self.jpeg_quality),
     )
@@ -172,12 +185,20 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """
     skipped = list(missing)
     worker = video_decode.DecodeWorker(self.short_side, self.jpeg_quality)
-    for item, result in parallel_map(worker, items, self.num_processes,
-                                     f'{self.name} {split}'):
-      if isinstance(result, str):
-        skipped.append((item.video_id, item.path, result))
-        continue
-      yield item.key, result
+    # During preparation `data_dir` is TFDS's temporary folder, renamed to the final one at the end.
+    frame_writer = (frame_records.FrameWriter(frame_records.frames_path(self.data_dir, self.name,
+                                                                        split))
+                    if self.FRAME_RECORDS else None)
+    try:
+      for item, result in parallel_map(worker, items, self.num_processes,
+                                       f'{self.name} {split}'):
+        if isinstance(result, str):
+          skipped.append((item.video_id, item.path, result))
+          continue
+        yield item.key, frame_writer.move_frames(result) if frame_writer else result
+    finally:
+      if frame_writer:
+        frame_writer.close()
     self._finish_split(split, len(items) + len(missing), skipped)
 
   def _finish_split(self, split: str, num_items: int,

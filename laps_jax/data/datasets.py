@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 
+from laps_jax.data import frame_records
 from laps_jax.data import registry
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,29 @@ def _builder(data_config):
   return registry.get_builder(data_config.name, data_config.data_dir)
 
 
+def _older_versions(data_config) -> list[str]:
+  """Versions of the dataset prepared in data_dir by earlier builders (folder names)."""
+  folder = os.path.join(os.path.expanduser(data_config.data_dir), data_config.name)
+  current = str(registry.get_builder(data_config.name, data_config.data_dir).version)
+  if not os.path.isdir(folder):
+    return []
+  return sorted(v for v in os.listdir(folder) if v != current and
+                os.path.exists(os.path.join(folder, v, 'dataset_info.json')))
+
+
 def _not_prepared_error(data_config) -> DatasetNotPreparedError:
   command = PREPARE_COMMAND.format(name=data_config.name,
                                    data_dir=os.path.expanduser(data_config.data_dir))
+  builder = _builder(data_config)
+  older = _older_versions(data_config)
+  if older:
+    return DatasetNotPreparedError(
+        f'dataset {data_config.name!r} in {data_config.data_dir} was prepared by builder version '
+        f'{", ".join(older)}, whose layout this code no longer reads: version {builder.version} '
+        f'stores one record per frame, so that a clip reads only its frames '
+        f'({builder.RELEASE_NOTES.get(str(builder.version), "")}). Prepare it again with\n  '
+        f'{command}\n(the same manual DIR as before), then delete the old folder(s) '
+        f'{", ".join(os.path.join(data_config.data_dir, data_config.name, v) for v in older)}.')
   return DatasetNotPreparedError(
       f'dataset {data_config.name!r} is not prepared in {data_config.data_dir}. Prepare it once '
       f'with\n  {command}\nwhere DIR holds the downloaded videos and annotations (layout: '
@@ -82,7 +103,8 @@ def label_names(data_config) -> list[str]:
 
 
 def data_source(data_config, split: str):
-  """Random access to the stored examples of `split` (`tfds.data_source`, ArrayRecord)."""
+  """Random access to the stored examples of `split` (`tfds.data_source`, ArrayRecord); each
+  example's 'frames' is a sequence of JPEG bytes (read on demand in the frame-record layout)."""
   builder = prepared_builder(data_config)
   _split_info(builder, split)
-  return builder.as_data_source(split)
+  return frame_records.open_split(builder, split)

@@ -191,6 +191,7 @@ class SyntheticMotion(builder_common.VideoDatasetBuilder):
       '1.0.0': '8 classes: order and direction of a red and a blue small moving disc.',
       '2.0.0': '6 classes: order of the three colours of a large disc (learnable by tiny LAPS).',
   }
+  FRAME_RECORDS = False  # 16 frames of 64x64 (~30 kB a record): reading a whole record is cheap
 
   def __init__(self, *, num_train: int | None = None, num_validation: int | None = None,
                seed: int = 0, num_frames: int = 16, size: int = 64, **kwargs):

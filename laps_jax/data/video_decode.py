@@ -2,9 +2,15 @@
 
 Preparation decodes every video exactly once with PyAV (which ships its own FFmpeg), scales each
 frame so that its short side is `short_side` (only ever down: smaller videos keep their size) and
-stores it as JPEG bytes. Training then decodes only the frames it samples (`decode_jpeg_frames`),
+stores it as JPEG bytes. Training then decodes only the frames it samples (`decode_jpeg_stack`),
 which is what makes the input pipeline cheap: a 10 s Kinetics clip has ~250 frames and a 8x8 clip
 needs 8 of them.
+
+Training-time decoding uses simplejpeg (libjpeg-turbo, shipped in its wheel), the fastest of the
+libjpeg-turbo bindings that install from PyPI without a system library, with DCT-domain
+downscaling (the JPEG is decoded directly at 1/2, 1/4 or 1/8 size when that is still at least the
+size the clip needs); resizing uses OpenCV (`resize_stack`), single-threaded: the parallelism is
+the data workers'. experiments/data_throughput.py measures both against PIL (`draft`).
 
 A file that cannot be used raises `VideoDecodeError` with a one-line reason; the builders catch it,
 skip the video and list it in the skip file. Reasons, in the order they are checked:
@@ -28,8 +34,14 @@ import os
 from typing import Sequence
 
 import av
+import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image
+
+# One thread per process: the data workers are the parallelism, and OpenCV's own thread pool
+# would only add scheduling cost for frames this small.
+cv2.setNumThreads(1)
 
 
 class VideoDecodeError(Exception):
@@ -178,8 +190,47 @@ def decode_jpeg(data: bytes, min_size: tuple[int, int] | None = None) -> Image.I
 
 def decode_jpeg_size(data: bytes) -> tuple[int, int]:
   """(width, height) of a JPEG, from its header (nothing is decoded)."""
-  with Image.open(io.BytesIO(data)) as image:
-    return image.size
+  height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+  return width, height
+
+
+def decode_jpeg_stack(frames: Sequence[bytes], indices: Sequence[int],
+                      min_size: tuple[int, int] | None = None) -> np.ndarray:
+  """Decodes frames[indices] (all of one size) -> uint8[len(indices), h, w, 3] RGB.
+
+  min_size: optional (height, width) the caller will resize to; the JPEGs are then decoded in the
+  DCT domain at the smallest 1/1, 1/2, 1/4 or 1/8 scale whose size is still >= min_size (h, w
+  are that size). Each frame is decoded straight into its slot of the output array.
+  """
+  min_h, min_w = min_size if min_size is not None else (0, 0)
+  height, width, _, _ = simplejpeg.decode_jpeg_header(frames[int(indices[0])], min_height=min_h,
+                                                      min_width=min_w)
+  out = np.empty((len(indices), height, width, 3), np.uint8)
+  for slot, i in enumerate(indices):
+    simplejpeg.decode_jpeg(frames[int(i)], colorspace='RGB', min_height=min_h, min_width=min_w,
+                           buffer=out[slot])
+  return out
+
+
+def resize_stack(frames: np.ndarray, size: tuple[int, int], flip: bool = False) -> np.ndarray:
+  """uint8[N, h, w, 3] (a view is fine) -> uint8[N, height, width, 3] with size = (height, width),
+  mirrored left-right when `flip`.
+
+  Area averaging when shrinking (no aliasing), bilinear when enlarging (OpenCV, pixel centres
+  aligned as in PIL and tf.image).
+  """
+  height, width = size
+  out = np.empty((len(frames), height, width, 3), np.uint8)
+  shrink = height < frames.shape[1] and width < frames.shape[2]
+  interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+  for slot, frame in enumerate(frames):
+    if frame.shape[:2] == (height, width):
+      out[slot] = frame
+    else:
+      cv2.resize(frame, (width, height), dst=out[slot], interpolation=interpolation)
+    if flip:
+      cv2.flip(out[slot], 1, dst=out[slot])
+  return out
 
 
 def decode_jpeg_frames(frames: Sequence[bytes], indices: Sequence[int],
