@@ -156,12 +156,12 @@ class Stem(nnx.Module):
 class PatchEmbed(nnx.Module):
   """(N, H, W, C_in) -> (N, H/p, W/p, C_out): p×p/p conv with bias -> BatchNorm."""
 
-  def __init__(self, patch_size: int, in_channels: int, out_channels: int, *, in_axis: str | None,
-               dtype, rngs: nnx.Rngs):
+  def __init__(self, patch_size: int, in_channels: int, out_channels: int, *, dtype, rngs: nnx.Rngs):
     self.patch_size = patch_size
     self.dtype = dtype
+    # in channels unsharded: one mesh axis ('embed' -> fsdp) per kernel
     self.kernel = sharded_param(rngs, conv_kaiming, (patch_size, patch_size, in_channels, out_channels),
-                                ('patch', None, in_axis, 'embed'))
+                                ('patch', None, None, 'embed'))
     self.bias = sharded_param(rngs, zeros, (out_channels,), ('embed',))
     self.norm = BatchNorm(out_channels, rngs=rngs)
 
@@ -310,9 +310,9 @@ class VideoVisformer(nnx.Module):
     self.stem = Stem(config.stem_channels, dtype=dtype, rngs=rngs)
     widths = (c // 2, c, 2 * c)
     grids = stage_grids(s)
-    self.patch_embed1 = PatchEmbed(4, config.stem_channels, widths[0], in_axis=None, dtype=dtype, rngs=rngs)
-    self.patch_embed2 = PatchEmbed(2, widths[0], widths[1], in_axis='embed', dtype=dtype, rngs=rngs)
-    self.patch_embed3 = PatchEmbed(2, widths[1], widths[2], in_axis='embed', dtype=dtype, rngs=rngs)
+    self.patch_embed1 = PatchEmbed(4, config.stem_channels, widths[0], dtype=dtype, rngs=rngs)
+    self.patch_embed2 = PatchEmbed(2, widths[0], widths[1], dtype=dtype, rngs=rngs)
+    self.patch_embed3 = PatchEmbed(2, widths[1], widths[2], dtype=dtype, rngs=rngs)
     self.pos_embed1, self.pos_embed2, self.pos_embed3 = (
         sharded_param(rngs, trunc_normal_02, (1, g, g, w), (None, None, None, 'embed'))
         for g, w in zip(grids, widths))
