@@ -56,3 +56,9 @@ def test_precise_bn_on_visformer_changes_only_the_statistics():
   assert not np.allclose(before['stem']['bn']['var'], after['stem']['bn']['var'])
   jax.tree.map(np.testing.assert_array_equal, params, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   assert precise_bn.update_batch_norm_statistics(model, iter([]), 0) == 0
+
+
+def test_due_at_the_end_of_every_nth_epoch():
+  # 2.5 steps per epoch: epochs end at steps 3 (2.5), 5, 8 (7.5), 10
+  assert [s for s in range(1, 11) if precise_bn.due(s, 2.5, 1)] == [3, 5, 8, 10]
+  assert [s for s in range(1, 11) if precise_bn.due(s, 2.5, 2)] == [5, 10]

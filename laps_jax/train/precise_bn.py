@@ -14,6 +14,7 @@ the loop (`avg += (batch - avg) / (i + 1)`, fvcore's update), then written into 
 statistics are taken over the global batch (synchronised BatchNorm, models/batch_norm.py). A model
 without BatchNorm is left as it is. Parameters, optimizer state and RNG state do not change.
 """
+import math
 from typing import Iterable
 
 import jax
@@ -62,3 +63,21 @@ def update_batch_norm_statistics(model: nnx.Module, batches: Iterable, num_batch
   if average is not None:
     nnx.update(model, average)
   return used
+
+
+def due(step: int, steps_per_epoch: float, every_epochs: int) -> bool:
+  """True when train step `step` (1-based) ends an epoch whose number (1-based) is a multiple of
+  `every_epochs` (the official `epoch % PBN_EPOCH == 0` after each epoch's training)."""
+  if every_epochs < 1:
+    raise ValueError(f'config.precise_bn.every_epochs must be >= 1, got {every_epochs}')
+  epoch, before = math.floor(step / steps_per_epoch), math.floor((step - 1) / steps_per_epoch)
+  return epoch > before and epoch % every_epochs == 0
+
+
+def update_train_state(graphdef, state: nnx.State, shardings, batches: Iterable, num_batches: int
+                       ) -> tuple[nnx.State, int]:
+  """Precise BN on the model of a split train state (`nnx.split(TrainState)`): returns the new
+  state, placed on `shardings` (the train step's), and the number of batches used."""
+  train_state = nnx.merge(graphdef, state)
+  used = update_batch_norm_statistics(train_state.model, batches, num_batches)
+  return jax.device_put(nnx.state(train_state), shardings), used
