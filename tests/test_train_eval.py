@@ -6,6 +6,7 @@ import os
 import pytest
 
 from conftest import SYNTHETIC_VALIDATION, read_scalars
+from laps_jax.train import setup as setup_lib
 from laps_jax.train import trainer
 
 
@@ -33,3 +34,13 @@ def test_train_then_eval_mode(tiny_config, tmp_path):
   assert evaluated['step'] == 2 and 'checkpoints step 2' in evaluated['source']
   for key in ('loss', 'top1', 'top5', 'count'):
     assert evaluated['test'][key] == pytest.approx(results['test'][key], rel=1e-5)
+
+
+def test_the_eval_state_has_no_optimizer(tiny_config):
+  """--config.mode=eval builds no optimizer: its state template is the model alone (the
+  checkpointer then restores only the checkpoint's model item); training's has both."""
+  evaluation = setup_lib.set_up(tiny_config(), 'eval')
+  assert 'optimizer' not in evaluation.abstract_state and evaluation.schedule is None
+  assert 'model' in evaluation.abstract_state
+  training = setup_lib.set_up(tiny_config(), 'train')
+  assert {'model', 'optimizer'} <= set(training.abstract_state.keys())
