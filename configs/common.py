@@ -48,9 +48,9 @@ CHECKPOINT = dict(every_steps=1000, keep=3, asynchronous=True, best_metric='')
 # every optimizer update (0 = off); evaluated beside the raw weights (val_ema_*, test_ema_*).
 EMA = dict(decay=0.0)
 # config.tensorboard: what the event files hold beyond the scalars (laps_jax/train/summaries.py):
-# global norms of gradients / parameters / updates in the train step, the first step's first
-# `input_clips` clips as images (0 = none), the final test's per-class accuracy as a text table.
-TENSORBOARD = dict(norms=True, input_clips=2, per_class=True)
+# the first train step's first `input_clips` clips as images (0 = none), and the final test's
+# per-class top-1 as a text table (per_class).
+TENSORBOARD = dict(input_clips=2, per_class=True)
 
 
 def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimizer: dict,

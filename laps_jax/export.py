@@ -1,11 +1,17 @@
 """Export a training run's model (no optimizer state) in laps_jax's model format.
 
-  python -m laps_jax.export --workdir=TRAIN_DIR --output=DIR [--dtype=bfloat16] [--step=N]
+  python -m laps_jax.export --workdir=TRAIN_DIR --output=DIR [--dtype=bfloat16]
+                            [--which=latest|best | --step=N] [--ema]
 
-Reads TRAIN_DIR/config.json (written by the training run) and the `model` item of the latest (or
-step N's) checkpoint in TRAIN_DIR/checkpoints, keeps the parameters, and writes DIR with
+Reads TRAIN_DIR/config.json (written by the training run) and the `model` item of a checkpoint in
+TRAIN_DIR/checkpoints: the latest (--which=latest, the default), the one with the best validation
+metric (--which=best; the run must have set config.checkpoint.best_metric), or step N (--step).
+--ema takes the checkpoint's EMA of the weights instead (the run must have set config.ema.decay).
+It keeps the parameters (and BatchNorm statistics) and writes DIR with
 `laps_jax.checkpoints.save_params`: what `load_model`, `laps_jax.predict` and `config.init_from`
-read. Runs on one host, no accelerator needed (the arrays are read into host memory).
+read, plus DIR/data_config.json, the run's `config.data` (frames, stride, sampling, test clips ×
+crops, mean / std, short sides, dataset name): `laps_jax.predict` uses that test protocol by
+default. Runs on one host, no accelerator needed (the arrays are read into host memory).
 """
 import json
 import os
@@ -31,20 +37,38 @@ def load_run_config(workdir: str):
     return ml_collections.ConfigDict(checkpoints.lists_to_tuples(json.load(f)))
 
 
-def export(workdir: str, output: str, *, dtype: str | None = None, step: int | None = None) -> int:
-  """Writes the parameters of checkpoint `step` (None: the latest) of `workdir` to `output`.
+DATA_CONFIG_FILE = 'data_config.json'  # what laps_jax.predict reads beside an exported model
+WHICH = ('latest', 'best')
 
-  Returns the step exported. Raises FileNotFoundError (no config / checkpoint) and
-  FileExistsError (`output` is not empty).
+
+def export(workdir: str, output: str, *, dtype: str | None = None, step: int | None = None,
+           which: str = 'latest', ema: bool = False) -> int:
+  """Writes the parameters of a checkpoint of `workdir` to `output`: step `step`, else the
+  `which` ('latest' | 'best') one; `ema` takes its EMA of the weights. Writes the run's data
+  config beside them (DATA_CONFIG_FILE).
+
+  Returns the step exported. Raises FileNotFoundError (no config / checkpoint / best checkpoint /
+  EMA), FileExistsError (`output` is not empty) and ValueError (an unknown `which`).
   """
   from laps_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  if which not in WHICH:
+    raise ValueError(f'--which must be one of {WHICH}, got {which!r}')
   if os.path.exists(output) and os.listdir(output):
     raise FileExistsError(f'--output={output} exists and is not empty; choose a new directory')
   config = load_run_config(workdir)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=1_000_000)  # keeps every step (reads only)
+  best_metric = config.get('checkpoint', {}).get('best_metric', '')
+  # keep: every step (this manager only reads); best_metric: to find the best step.
+  checkpointer = checkpointing.Checkpointer(workdir, keep=1_000_000, best_metric=best_metric)
   try:
+    if step is None and which == 'best':
+      step = checkpointer.best_step()
+      if step is None:
+        raise FileNotFoundError(
+            f'{workdir} has no best checkpoint: ' + ('no checkpoint was saved with validation '
+            'metrics' if best_metric else 'the run did not set config.checkpoint.best_metric'))
     step = checkpointer.latest_step() if step is None else step
-    arrays = named_params.flatten(checkpointer.restore_model_arrays(step))
+    arrays = named_params.flatten(
+        checkpointer.restore_model_arrays(step, item='ema' if ema else 'model'))
   finally:
     checkpointer.close()
   # The parameter names of this model; the checkpoint's model item also holds RNG state.
@@ -53,6 +77,9 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
     raise ValueError(f'the checkpoint at step {step} lacks parameters {missing[:5]}')
   params = traverse_util.unflatten_dict({name: arrays[name] for name in names}, sep='/')
   checkpoints.save_params(output, params, config.model, dtype=dtype)
+  if 'data' in config:
+    with open(os.path.join(output, DATA_CONFIG_FILE), 'w') as f:
+      json.dump(config.data.to_dict(), f, indent=2, sort_keys=True)
   return step
 
 
@@ -60,21 +87,27 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (holds config.
 _OUTPUT = flags.DEFINE_string('output', None, 'Directory to write the exported model to.')
 _DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
                            'Storage dtype of the exported parameters (default: as trained, float32).')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step to export (default: the latest).')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step to export (default: see --which).')
+_WHICH = flags.DEFINE_enum('which', 'latest', list(WHICH),
+                           'Without --step: the latest checkpoint, or the best by the run\'s '
+                           'config.checkpoint.best_metric.')
+_EMA = flags.DEFINE_bool('ema', False, 'Export the EMA of the weights (runs with config.ema.decay > 0).')
 
 
 def main(argv):
   del argv
   if not _WORKDIR.value or not _OUTPUT.value:
     print('usage: python -m laps_jax.export --workdir=TRAIN_DIR --output=DIR [--dtype=bfloat16] '
-          '[--step=N]', file=sys.stderr)
+          '[--which=latest|best | --step=N] [--ema]', file=sys.stderr)
     sys.exit(2)
   try:
-    step = export(_WORKDIR.value, _OUTPUT.value, dtype=_DTYPE.value, step=_STEP.value)
+    step = export(_WORKDIR.value, _OUTPUT.value, dtype=_DTYPE.value, step=_STEP.value,
+                  which=_WHICH.value, ema=_EMA.value)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f'ERROR ({type(e).__name__}): {e}', file=sys.stderr)
     sys.exit(1)
-  print(f'exported step {step} of {_WORKDIR.value} to {_OUTPUT.value}')
+  weights = 'the EMA of the weights' if _EMA.value else 'the weights'
+  print(f'exported {weights} of step {step} of {_WORKDIR.value} to {_OUTPUT.value}')
 
 
 if __name__ == '__main__':

@@ -92,3 +92,41 @@ def test_learning_rate_scales_with_the_global_batch_per_update():
   config.schedule.update(dict(name='warmup_cosine', warmup_epochs=1.0, end_lr=0.0))
   _, schedule = optimizer_lib.make_optimizer(config, updates_per_epoch=10, total_updates=100)
   assert float(schedule(10)) == pytest.approx(0.05)  # the peak after warm-up
+
+
+def test_ema_follows_each_optimizer_update_as_a_numpy_loop():
+  """ema = w after the first update, then d·ema + (1 − d)·w after each update; with accumulation
+  over 2 micro-steps only every second step updates (the weights change only then)."""
+  class Model(nnx.Module):
+    def __init__(self, rngs):
+      self.w = nnx.Param(jnp.zeros(3))
+
+  class State(nnx.Module):
+    def __init__(self, model, ema):
+      self.model, self.ema = model, ema
+
+  from laps_jax.train import ema as ema_lib
+  decay, every = 0.75, 2
+  model = Model(nnx.Rngs(0))
+  graphdef, state = nnx.split(State(model, ema_lib.EMA(model, decay, every)))
+
+  @jax.jit
+  def step(state, weights, micro_step):
+    s = nnx.merge(graphdef, state)
+    s.model.w[...] = weights
+    s.ema.update(s.model, micro_step)
+    return nnx.state(s)
+
+  rng = np.random.default_rng(0)
+  expected, updates = None, 0
+  for micro_step in range(1, 9):
+    weights = rng.normal(size=3).astype(np.float32)
+    state = step(state, weights, jnp.int32(micro_step))
+    if micro_step % every == 0:
+      expected = weights if expected is None else decay * expected + (1 - decay) * weights
+      updates += 1
+    if expected is not None:
+      np.testing.assert_allclose(state['ema']['model']['w'][...], expected, rtol=1e-6)
+    assert int(state['ema']['count'][...]) == updates
+  swapped = ema_lib.as_model(state)
+  np.testing.assert_allclose(swapped['model']['w'][...], expected, rtol=1e-6)

@@ -12,17 +12,27 @@ import time
 from typing import Callable, Iterable
 
 import jax
+import numpy as np
 from absl import logging
 
 from laps_jax.train.metrics import to_host
 
 
+class Evaluation(dict):
+  """{'loss', 'top1', 'top5', 'count'} (floats), and per class: `class_hits` (top-1 hits) and
+  `class_count` (videos), float64[K] NumPy arrays (for the per-class table; not in the dict, so
+  the dict stays a set of scalars)."""
+  class_hits: np.ndarray | None = None
+  class_count: np.ndarray | None = None
+
+
 def evaluate(eval_step: Callable, state, batches: Iterable[dict], to_global: Callable,
-             max_batches: int = -1) -> dict[str, float]:
+             max_batches: int = -1) -> Evaluation:
   """Runs `eval_step(state, global_batch) -> sums` over `batches` (local NumPy batches).
 
-  Returns loss (mean cross-entropy), top1, top5 (fractions) and count (examples scored).
-  `max_batches` > 0 stops early (a quick look; the same on every process).
+  Returns loss (mean cross-entropy), top1, top5 (fractions) and count (examples scored), with the
+  per-class sums as attributes (`Evaluation`). `max_batches` > 0 stops early (a quick look; the
+  same on every process).
   """
   start = time.monotonic()
   totals = None
@@ -35,7 +45,10 @@ def evaluate(eval_step: Callable, state, batches: Iterable[dict], to_global: Cal
     raise ValueError('the evaluation split yielded no batches')
   totals = to_host(totals)
   count = float(totals['count'])
-  results = {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
-             'top5': float(totals['top5']) / count, 'count': count}
+  results = Evaluation(loss=float(totals['loss']) / count, top1=float(totals['top1']) / count,
+                       top5=float(totals['top5']) / count, count=count)
+  if 'class_hits' in totals:
+    results.class_hits = np.asarray(totals['class_hits'], np.float64)
+    results.class_count = np.asarray(totals['class_count'], np.float64)
   logging.info('Evaluated %d examples in %.1f s.', int(count), time.monotonic() - start)
   return results

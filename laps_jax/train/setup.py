@@ -88,9 +88,12 @@ def check_mesh(config, mesh, *, eval_batches: bool = True) -> None:
 # Run length and optimizer
 # =============================================================================================
 def run_length(config, num_train_examples: int | None) -> tuple[int, float]:
-  """(total train steps, train steps per epoch). Without a dataset size (dry run on an
-  unprepared dataset) an epoch is taken as one step: only the schedule's numbers change."""
-  steps_per_epoch = (num_train_examples / config.batch_size) if num_train_examples else 1.0
+  """(total train steps, train steps per epoch). An epoch is every video seen once: with
+  repeated augmentation (data.num_repeats = k) a batch holds batch_size / k videos. Without a
+  dataset size (dry run on an unprepared dataset) an epoch is taken as one step: only the
+  schedule's numbers change."""
+  videos_per_step = config.batch_size / config.data.get('num_repeats', 1)
+  steps_per_epoch = (num_train_examples / videos_per_step) if num_train_examples else 1.0
   if config.total_steps > 0:
     return int(config.total_steps), steps_per_epoch
   return max(1, math.ceil(config.num_epochs * steps_per_epoch)), steps_per_epoch
@@ -157,7 +160,8 @@ def set_up(config, mode: str) -> Setup:
     total_steps, steps_per_epoch = run_length(
         config, _num_train_examples(config, required=mode == 'train'))
     tx, schedule = make_optimizer(config, total_steps, steps_per_epoch)
-  init_fn = ts_lib.make_init_fn(config.model, tx, config.seed)
+  init_fn = ts_lib.make_init_fn(config.model, tx, config.seed, config.get('ema'),
+                                config.optimizer.grad_accum_steps)
   with mesh_lib.activate(mesh, config.axis_rules):
     mesh_lib.check_rules(config.axis_rules, _logical_names(config))
     graphdef, abstract_state = ts_lib.abstract_train_state(init_fn, mesh)

@@ -5,16 +5,18 @@ With the pinned clu 0.0.12, `import clu.metric_writers` (and so `clu.periodic_ac
 dependency here (hundreds of MB, and TFDS changes behaviour when it is present). `install()`,
 called by `metrics.create_writer` / `metrics.create_hooks` before they import clu's writers,
 registers a `clu.metric_writers.summary_writer` module whose `SummaryWriter` implements clu's
-`MetricWriter` interface with `tensorboard.summary.Writer` (TensorBoard's own NumPy-only event
-writer). clu's `create_default_writer` then writes TensorBoard event files as usual. Scalars go
-to TensorBoard; the other kinds (images, texts, histograms, hparams) are not written by this
-backend (the log still has them).
+`MetricWriter` interface with TensorBoard's own TensorFlow-free pieces: `EventFileWriter` and the
+`summary_pb2` protos with the scalar / image / text plugins' metadata (laps_jax/train/summaries.py
+builds them; PNGs with Pillow). clu's `create_default_writer` then writes TensorBoard event files
+as usual. Scalars, images and texts go to TensorBoard; videos, audio, histograms and hparams are
+not written by this backend (the log still has them).
 
 If TensorFlow is installed, clu's own writer is used and `install()` does nothing.
 """
 import importlib.util
 import os
 import sys
+import time
 import types
 from typing import Any, Mapping
 
@@ -40,24 +42,32 @@ def install() -> None:
   spec.loader.exec_module(interface)
 
   class SummaryWriter(interface.MetricWriter):
-    """clu MetricWriter that writes TensorBoard event files (scalars) with tensorboard.summary."""
+    """clu MetricWriter that writes TensorBoard event files (scalars, images, texts) without
+    TensorFlow."""
 
     def __init__(self, logdir: str):
       super().__init__()
-      from tensorboard import summary as tb_summary  # pylint: disable=g-import-not-at-top
+      from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
       os.makedirs(logdir, exist_ok=True)
-      self._writer = tb_summary.Writer(os.fspath(logdir))
+      self._writer = event_file_writer.EventFileWriter(os.fspath(logdir))
+
+    def _add(self, step: int, summary) -> None:
+      from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+      self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+      from laps_jax.train import summaries  # pylint: disable=g-import-not-at-top
       for key, value in scalars.items():
-        self._writer.add_scalar(key, float(value), step=int(step))
+        self._add(step, summaries.scalar_summary(key, float(value)))
 
     def write_summaries(self, step, values, metadata=None):
       del step, metadata
       self._skipped('summaries', values)
 
     def write_images(self, step, images):
-      self._skipped('images', images)
+      from laps_jax.train import summaries  # pylint: disable=g-import-not-at-top
+      for key, value in images.items():
+        self._add(step, summaries.image_summary(key, value))
 
     def write_videos(self, step, videos):
       self._skipped('videos', videos)
@@ -66,7 +76,9 @@ def install() -> None:
       self._skipped('audios', audios)
 
     def write_texts(self, step, texts):
-      self._skipped('texts', texts)
+      from laps_jax.train import summaries  # pylint: disable=g-import-not-at-top
+      for key, value in texts.items():
+        self._add(step, summaries.text_summary(key, str(value)))
 
     def write_histograms(self, step, arrays, num_buckets=None):
       self._skipped('histograms', arrays)

@@ -8,6 +8,7 @@ and returns the new `nnx.state(...)`. That keeps the shardings explicit (`in_sha
     state['model']      parameters (f32) + the dropout RNG stream of the model
     state['optimizer']  step count + optax state (momenta, MultiSteps accumulators); absent in
                         the state of an evaluation, which has no optimizer
+    state['ema']        the EMA of the weights (config.ema.decay > 0; laps_jax/train/ema.py)
 """
 import functools
 from typing import Any, Callable
@@ -18,25 +19,30 @@ import optax
 from flax import nnx
 
 from laps_jax import models
+from laps_jax.train import ema as ema_lib
 from laps_jax.train import mesh as mesh_lib
+from laps_jax.train import summaries
 
 
 class TrainState(nnx.Module):
   """Everything a train step updates and a checkpoint holds."""
 
-  def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer | None):
+  def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer | None,
+               ema: ema_lib.EMA | None = None):
     self.model = model
     self.optimizer = optimizer
+    self.ema = ema
 
 
 def make_init_fn(model_config, tx: optax.GradientTransformation | None,
-                 seed: int) -> Callable[[], TrainState]:
+                 seed: int, ema_config=None, grad_accum_steps: int = 1) -> Callable[[], TrainState]:
   """A function that builds a fresh TrainState (run it under the mesh and the axis rules).
-  With `tx=None` the state has no optimizer: what evaluation needs."""
+  With `tx=None` the state has no optimizer: what evaluation needs. With `ema_config.decay` > 0
+  it holds an EMA of the weights too."""
   def init() -> TrainState:
     model = models.build(model_config, nnx.Rngs(params=seed, dropout=seed + 1))
     optimizer = None if tx is None else nnx.Optimizer(model, tx, wrt=nnx.Param)
-    return TrainState(model, optimizer)
+    return TrainState(model, optimizer, ema_lib.maybe_create(model, ema_config, grad_accum_steps))
   return init
 
 
@@ -75,8 +81,9 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
 
   batch: videos float[B, T, H, W, 3], targets float32[B, K] (soft labels: label smoothing /
   mixup / cutmix are already in them), labels int32[B] (for accuracy).
-  Returns (new state, metrics): scalars loss, top1, top5 (this batch) and grad_norm (global L2
-  norm of this micro-batch's gradient, before clipping).
+  Returns (new state, metrics): scalars loss, top1, top5 (this batch), grad_norm (global L2
+  norm of this micro-batch's gradient, before clipping), and param_norm, update_norm,
+  update_ratio (`summaries.step_norms`). The EMA, if the state has one, follows the update.
   """
   ts = nnx.merge(graphdef, state)
 
@@ -86,12 +93,16 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
     return loss, logits
 
   (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
-  ts.optimizer.update(ts.model, grads)
+  params_before = nnx.as_pure(nnx.state(ts.model, nnx.Param))
+  updates = ts.optimizer.update(ts.model, grads)
+  if ts.ema is not None:
+    ts.ema.update(ts.model, ts.optimizer.step[...])
   metrics = {
       'loss': loss,
       'top1': _topk_correct(logits, batch['labels'], 1).mean(),
       'top5': _topk_correct(logits, batch['labels'], 5).mean(),
       'grad_norm': optax.tree.norm(grads),
+      **summaries.step_norms(params_before, updates),
   }
   return nnx.state(ts), metrics
 
@@ -110,7 +121,8 @@ def aggregate_views(logits: jax.Array, how: str) -> jax.Array:
 
 
 def eval_step(graphdef, state, batch: dict[str, jax.Array], *, aggregate: str = 'sum_logits'):
-  """Sums over the real (mask=True) examples of a batch: loss, top-1/top-5 hits and the count.
+  """Sums over the real (mask=True) examples of a batch: loss, top-1/top-5 hits and the count,
+  and per class (float32[K]): class_hits (top-1) and class_count.
 
   batch: videos float[B, T, H, W, 3] (one view) or float[B, V, T, H, W, 3] (V views),
   labels int32[B], mask bool[B]. The loss is the cross-entropy of the mean logits (or of the mean
@@ -131,26 +143,45 @@ def eval_step(graphdef, state, batch: dict[str, jax.Array], *, aggregate: str = 
     log_probs = jax.nn.log_softmax(scores)
   labels, mask = batch['labels'], batch['mask'].astype(jnp.float32)
   loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  top1 = _topk_correct(scores, labels, 1) * mask
+  one_hot = jax.nn.one_hot(labels, scores.shape[-1], dtype=jnp.float32) * mask[:, None]  # [B, K]
   return {
       'loss': (loss * mask).sum(),
-      'top1': (_topk_correct(scores, labels, 1) * mask).sum(),
+      'top1': top1.sum(),
       'top5': (_topk_correct(scores, labels, 5) * mask).sum(),
       'count': mask.sum(),
+      'class_hits': (one_hot * top1[:, None]).sum(axis=0),
+      'class_count': one_hot.sum(axis=0),
   }
 
 
-def jit_train_step(graphdef, state_shardings, mesh: jax.sharding.Mesh):
-  """train_step compiled with explicit shardings; the input state is donated (updated in place)."""
+def with_prepared_batch(step_fn: Callable, prepare_batch: Callable | None) -> Callable:
+  """step_fn(graphdef, state, batch, **kw) run on prepare_batch(batch): the host's uint8 batch made
+  into the model's input inside the same compiled step (laps_jax.data.device_augment)."""
+  if prepare_batch is None:
+    return step_fn
+
+  def step(graphdef, state, batch, **kwargs):
+    return step_fn(graphdef, state, prepare_batch(batch), **kwargs)
+  return step
+
+
+def jit_train_step(graphdef, state_shardings, mesh: jax.sharding.Mesh,
+                   prepare_batch: Callable | None = None):
+  """train_step compiled with explicit shardings; the input state is donated (updated in place).
+  `prepare_batch` (e.g. DeviceAugment.train) turns the host batch into `train_step`'s inside it."""
   return jax.jit(
-      functools.partial(train_step, graphdef),
+      functools.partial(with_prepared_batch(train_step, prepare_batch), graphdef),
       in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
       donate_argnums=(0,))
 
 
-def jit_eval_step(graphdef, state_shardings, mesh: jax.sharding.Mesh, aggregate: str):
+def jit_eval_step(graphdef, state_shardings, mesh: jax.sharding.Mesh, aggregate: str,
+                  prepare_batch: Callable | None = None):
   return jax.jit(
-      functools.partial(eval_step, graphdef, aggregate=aggregate),
+      functools.partial(with_prepared_batch(eval_step, prepare_batch), graphdef,
+                        aggregate=aggregate),
       in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=mesh_lib.replicated(mesh))
 

@@ -22,10 +22,12 @@ from absl import logging
 
 from laps_jax.train import checkpointing
 from laps_jax.train import dry_run as dry_run_lib
+from laps_jax.train import ema as ema_lib
 from laps_jax.train import evaluate as evaluate_lib
 from laps_jax.train import mesh as mesh_lib
 from laps_jax.train import metrics as metrics_lib
 from laps_jax.train import setup as setup_lib
+from laps_jax.train import summaries
 from laps_jax.train import train_state as ts_lib
 from laps_jax.train.errors import ConfigError
 # Public here too, where the tests and notebooks have always found them.
@@ -82,7 +84,8 @@ class TrainLoop:
         config.data, global_batch_size=config.batch_size, seed=config.seed,
         num_classes=config.model.num_classes))
     self.checkpointer = checkpointing.Checkpointer(
-        workdir, keep=config.checkpoint.keep, asynchronous=config.checkpoint.asynchronous)
+        workdir, keep=config.checkpoint.keep, asynchronous=config.checkpoint.asynchronous,
+        best_metric=config.checkpoint.get('best_metric', ''))
     with mesh_lib.activate(setup.mesh, config.axis_rules):
       self.start_step, self.state = self._restore_or_create()
       self.num_params = metrics_lib.log_parameter_overview(self.state['model'])
@@ -90,7 +93,9 @@ class TrainLoop:
     self.train_step = ts_lib.jit_train_step(setup.graphdef, setup.shardings, setup.mesh)
     self.eval_step = ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh,
                                           config.test.aggregate)
+    self.eval_step_ema = _ema_eval_step(config, setup)  # None without config.ema
     self.writer = metrics_lib.create_writer(workdir)
+    summaries.write_config(self.writer, config)
     self.report_progress, self.hooks = metrics_lib.create_hooks(
         self.writer, num_train_steps=setup.total_steps, every_steps=config.log_every_steps,
         profile_steps=config.profile_steps, logdir=workdir)
@@ -98,7 +103,10 @@ class TrainLoop:
     self.buffer.reset_timer(self.start_step)
     self.preemption = checkpointing.PreemptionWatcher()
     self.validation: dict | None = None  # the latest single-view validation
+    self.validation_ema: dict | None = None
+    self.validated_step: int | None = None
     self.test: dict | None = None
+    self.test_ema: dict | None = None
     self.last_train: dict = {}  # the latest written train metrics
 
   def _restore_or_create(self) -> tuple[int, object]:
@@ -125,7 +133,8 @@ class TrainLoop:
       if _due(step, config.eval.every_steps) or is_last:
         with self.report_progress.timed('eval'):
           self._validate(step)
-      if _due(step, config.checkpoint.every_steps) or is_last:
+      if (_due(step, config.checkpoint.every_steps) or is_last or
+          (self.checkpointer.best_metric and self.validated_step == step)):
         with self.report_progress.timed('checkpoint'):
           self._save_checkpoint(step)
     return None
@@ -144,6 +153,9 @@ class TrainLoop:
       raise
 
   def _train_step(self, step: int, local_batch: dict) -> None:
+    if step == self.start_step + 1 and self.start_step == 0:
+      summaries.write_input_clips(self.writer, step, local_batch, self.config.data,
+                                  self.config.tensorboard.input_clips)
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       self.state, step_metrics = self.train_step(self.state, self._to_global(local_batch))
     self.buffer.add(step, step_metrics)
@@ -159,18 +171,32 @@ class TrainLoop:
     means['learning_rate'] = float(self.setup.schedule(max(step - 1, 0) // accum))
     if 'steps_per_sec' in timing:
       means['clips_per_sec'] = timing['steps_per_sec'] * self.config.batch_size
+    means.update(summaries.device_memory())  # where the backend reports it
     self.writer.write_scalars(step, means)
     self.last_train = means
 
   def _validate(self, step: int) -> None:
-    self.validation = evaluate_split(self.config, self.setup.mesh, self.eval_step, self.state,
-                                     'validation', max_batches=self.config.eval.max_batches)
-    self.writer.write_scalars(step, {f'val_{k}': v for k, v in self.validation.items()})
+    self.validation, self.validation_ema = self._evaluate_both('validation')
+    self.validated_step = step
+    self.writer.write_scalars(step, self._validation_scalars())
     self.buffer.reset_timer(step)
+
+  def _evaluate_both(self, which: str) -> tuple[dict, dict | None]:
+    """(raw weights, EMA weights or None) on the validation or the test split."""
+    max_batches = self.config.eval.max_batches if which == 'validation' else -1
+    raw = evaluate_split(self.config, self.setup.mesh, self.eval_step, self.state, which, max_batches)
+    ema = (None if self.eval_step_ema is None else
+           evaluate_split(self.config, self.setup.mesh, self.eval_step_ema, self.state, which, max_batches))
+    return raw, ema
+
+  def _validation_scalars(self) -> dict:
+    """val_* (and val_ema_*) of the latest validation."""
+    return _prefixed('val', self.validation, self.validation_ema)
 
   def _save_checkpoint(self, step: int) -> None:
     self._write_train_metrics(step)  # a non-finite loss stops here, before it can be saved
-    self.checkpointer.save(step, self.state, self.train_iter)
+    metrics = self._validation_scalars() if self.validated_step == step else None
+    self.checkpointer.save(step, self.state, self.train_iter, metrics=metrics)
 
   def _stop_for_preemption(self, step: int) -> dict:
     if step > 0 and step not in self.checkpointer.all_steps():
@@ -187,12 +213,16 @@ class TrainLoop:
   def evaluate_at_end(self) -> None:
     """The multi-view test (config.test.at_end); a run with nothing left to train validates too."""
     if self.start_step == self.setup.total_steps:
-      self.validation = evaluate_split(self.config, self.setup.mesh, self.eval_step, self.state,
-                                       'validation', max_batches=self.config.eval.max_batches)
+      self.validation, self.validation_ema = self._evaluate_both('validation')
     if self.config.test.at_end:
       with self.report_progress.timed('test'):
-        self.test = evaluate_split(self.config, self.setup.mesh, self.eval_step, self.state, 'test')
-      self.writer.write_scalars(self.setup.total_steps, {f'test_{k}': v for k, v in self.test.items()})
+        self.test, self.test_ema = self._evaluate_both('test')
+      step = self.setup.total_steps
+      self.writer.write_scalars(step, _prefixed('test', self.test, self.test_ema))
+      if self.config.tensorboard.per_class:
+        names = _class_names(self.config)
+        summaries.write_per_class(self.writer, step, self.test, 'test_per_class_top1', names)
+        summaries.write_per_class(self.writer, step, self.test_ema, 'test_ema_per_class_top1', names)
 
   def close(self) -> None:
     """Flushes the writer and waits for the asynchronous checkpoint saves."""
@@ -207,15 +237,39 @@ class TrainLoop:
                'step': self.setup.total_steps, 'train': self.last_train,
                'parameters': int(self.num_params), 'test_views': _test_views(self.config),
                'wall_seconds': wall_seconds}
-    if self.validation is not None:
-      results['validation'] = self.validation
-    if self.test is not None:
-      results['test'] = self.test
+    for key in ('validation', 'validation_ema', 'test', 'test_ema'):
+      if getattr(self, key) is not None:
+        results[key] = getattr(self, key)
+    if self.checkpointer.best_metric:
+      results['best_checkpoint_step'] = self.checkpointer.best_step()
     return results
 
 
 def _due(step: int, every_steps: int) -> bool:
   return every_steps > 0 and step % every_steps == 0
+
+
+def _prefixed(prefix: str, raw: dict, ema: dict | None) -> dict:
+  """{prefix_k: v} of the raw weights' metrics and {prefix_ema_k: v} of the EMA's."""
+  scalars = {f'{prefix}_{k}': v for k, v in raw.items()}
+  if ema is not None:
+    scalars.update({f'{prefix}_ema_{k}': v for k, v in ema.items()})
+  return scalars
+
+
+def _ema_eval_step(config, setup: setup_lib.Setup):
+  """The eval step on the EMA weights, or None when the state has no EMA."""
+  if not ema_lib.has_ema(setup.abstract_state):
+    return None
+  return ema_lib.jit_eval_step(ts_lib.eval_step, setup.graphdef, setup.shardings, setup.mesh,
+                               config.test.aggregate)
+
+
+def _class_names(config) -> list[str] | None:
+  try:
+    return list(setup_lib.data_pipeline().label_names(config.data))
+  except Exception:  # pylint: disable=broad-except  (the table then numbers the classes)
+    return None
 
 
 # =============================================================================================
@@ -249,6 +303,10 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
         'test': evaluate_split(config, setup.mesh, eval_step, state, 'test'),
         'test_views': _test_views(config),
     }
+    # The EMA of a checkpoint (a fresh state from init_from has no average yet).
+    if step is not None and (eval_step_ema := _ema_eval_step(config, setup)) is not None:
+      for which, key in (('validation', 'validation_ema'), ('test', 'test_ema')):
+        results[key] = evaluate_split(config, setup.mesh, eval_step_ema, state, which)
   _write_results(workdir, results)
   return results
 
