@@ -18,7 +18,8 @@ TOP_LEVEL_KEYS = {'mode', 'seed', 'init_from', 'model', 'data', 'batch_size', 'n
 VARIANTS = [
     ('demo', None), ('demo', 'model=vit2d'), ('demo', 'model=joint'), ('demo', 'model=divided'),
     ('demo', 'model=lvt'),
-    ('laps_vitb', None), ('laps_vitb', 'res=384'),
+    ('laps_vitb', None), ('laps_vitb', 'res=384'), ('laps_vitb', 'recipe=videomae'),
+    ('laps_vitb', 'res=384,recipe=videomae'),
     ('lvt', None), ('lvt', 'dataset=kinetics600'), ('lvt', 'dataset=ssv2'),
     ('baselines', 'model=vit2d'), ('baselines', 'model=joint'), ('baselines', 'model=divided'),
     ('baselines', 'model=la'), ('baselines', 'model=pshift'),
@@ -71,6 +72,25 @@ def test_laps_vitb_is_the_paper_recipe():
   big = load('laps_vitb', 'res=384')
   assert big.model.image_size == big.data.image_size == big.data.test_short_side == 384
   assert big.data.scale_jitter[0] >= 384
+
+
+def test_laps_vitb_videomae_recipe_changes_only_the_recipe():
+  paper, videomae = load('laps_vitb'), load('laps_vitb', 'recipe=videomae')
+  assert paper.optimizer.layer_decay == 1.0 and paper.ema.decay == 0.0 and paper.data.num_repeats == 1
+  c = videomae
+  assert (c.optimizer.name, c.optimizer.weight_decay, c.optimizer.layer_decay, c.model.drop_path_rate) == (
+      'adamw', 0.05, 0.75, 0.1)
+  assert (c.data.mixup_alpha, c.data.cutmix_alpha, c.data.label_smoothing, c.data.num_repeats) == (0.8, 1.0, 0.1, 2)
+  assert c.data.auto_augment.startswith('rand-') and c.ema.decay == 0.9999
+  assert (c.schedule.name, c.schedule.warmup_epochs) == ('warmup_cosine', 5.0)
+  # 1e-3 per 256 videos: 128 clips × 4 accumulation steps / 2 repeats = 256 videos per update.
+  assert optimizer_lib.peak_learning_rate(c) == pytest.approx(1e-3)
+  # The model (but stochastic depth), the frames and the test protocol are the paper's.
+  same = lambda a, b, keys: {k: (a[k], b[k]) for k in keys if a[k] != b[k]}
+  assert same(paper.model, c.model, paper.model.keys()) == {'drop_path_rate': (0.0, 0.1)}
+  assert not same(paper.data, c.data, ('num_frames', 'frame_stride', 'test_clips', 'test_crops', 'mean'))
+  assert paper.test == c.test and paper.init_from == c.init_from
+  assert load('laps_vitb', 'res=384,recipe=videomae').model.image_size == 384
 
 
 def test_lvt_variants():
