@@ -17,7 +17,12 @@ Recipe. Kinetics: 16 frames dense at stride 16, short side in [256, 320], random
 AutoAugment, mixup 0.4, label smoothing 0.3, SGD momentum 0.9, LR 0.035 cosine with 5 warm-up
 epochs, 40 epochs, weight decay 1e-5, batch 32, test 4 clips × 3 crops. SSv2: 16 TSN segments,
 no flip, random erasing 0.5, LR 0.03, 35 epochs, weight decay 1e-4, test 2 × 3. mean = std = 0.5.
-The views' logits are summed at test time (the official test-time aggregation was not checked).
+Test-time aggregation: the views' logits are summed (test.aggregate='sum_logits'), as the official
+code does: its XVIT model with CONSENSUS_TYPE 'vit' returns the VVT head's logits (the softmax
+applies only to other consensus types), tools/test_net.py passes them unchanged to the TestMeter,
+whose ensemble_method 'sum' (DATA.ENSEMBLE_METHOD default; no LVT config changes it) adds them up.
+The official dropout on the gated q̂, k̂ (`attn_drop`, XVIT.BACKBONE.DROP_ATTN_RATE) is 0 in every
+released config: model.attention_dropout_rate, 0 here too.
 """
 from configs import common
 from laps_jax.models.lvt import LVTConfig

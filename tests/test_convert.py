@@ -26,7 +26,7 @@ def get_config(arg=None):
   if name == 'lvt':
     config.model.update(dict(patch_stride=7, patch_padding=4, fixation=True, shared_gate=False,
                              temporal_shift_div=8, spatial_shift=True, head_mlp_dim=48,
-                             head_dropout_rate=0.0, temporal_embed_frames=4, shift_segment_frames=4))
+                             head_dropout_rate=0.0, attention_dropout_rate=0.0, temporal_embed_frames=4, shift_segment_frames=4))
   else:
     config.model.leap_levels = (1, 2) if name == 'laps' else (None,)
     config.model.shift_div = 4 if name == 'laps' else 0

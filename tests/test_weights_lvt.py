@@ -22,7 +22,7 @@ def lvt_config(**overrides):
       num_heads=HEADS, mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES, dropout_rate=0.0,
       drop_path_rate=0.0, attention_impl='xla', dtype='float32', remat=False,
       patch_stride=STRIDE, patch_padding=PATCH // 2, fixation=True, shared_gate=False,
-      temporal_shift_div=SHIFT_DIV, spatial_shift=True, head_mlp_dim=HEAD_MLP, head_dropout_rate=0.0,
+      temporal_shift_div=SHIFT_DIV, spatial_shift=True, head_mlp_dim=HEAD_MLP, head_dropout_rate=0.0, attention_dropout_rate=0.0,
       temporal_embed_frames=FRAMES, shift_segment_frames=FRAMES))
   config.update(overrides)
   return config

@@ -68,6 +68,10 @@ class LVTConfig(SizeVariants):
   spatial_shift: bool = True  # k/v spatial shift in the temporal pass
   head_mlp_dim: int = 768
   head_dropout_rate: float = 0.0
+  # Dropout on the gated features q̂, k̂ (independent masks), as the official LinearAttention's
+  # attn_drop after its gates; the official rate (XVIT.BACKBONE.DROP_ATTN_RATE) is 0 in every
+  # released config. 0 adds no module (and so no state).
+  attention_dropout_rate: float = 0.0
   temporal_embed_frames: int | None = None  # None = num_frames
   shift_segment_frames: int | None = None  # None = num_frames
 
@@ -129,7 +133,8 @@ class LinearVideoAttention(nnx.Module):
 
   def __init__(self, hidden_size: int, num_heads: int, *, over: str, grid_size: tuple[int, int],
                temporal_shift_div: int, shift_segment_frames: int, spatial_shift: bool, fixation: bool,
-               shared_gate: bool, dropout_rate: float, dtype, rngs: nnx.Rngs):
+               shared_gate: bool, dropout_rate: float, dtype, rngs: nnx.Rngs,
+               attention_dropout_rate: float = 0.0):
     c, heads = hidden_size, num_heads
     self.over = over
     self.grid_size = grid_size
@@ -141,6 +146,8 @@ class LinearVideoAttention(nnx.Module):
                      if fixation else None)
     self.proj = HeadsOutProjection(heads, c // heads, c, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    self.gated_dropout = (nnx.Dropout(attention_dropout_rate, rngs=rngs)
+                          if fixation and attention_dropout_rate > 0 else None)
 
   def _shift_kv(self, z: jax.Array) -> jax.Array:
     """z (B, T, N, H, d): the neighbourhood shift over the merged head-major channels."""
@@ -167,6 +174,9 @@ class LinearVideoAttention(nnx.Module):
     q_features, k_features = kernel_feature_map(q), kernel_feature_map(k)
     if self.fixation is not None:
       q_features, k_features = self.fixation(q_features, k_features, v)
+      if self.gated_dropout is not None:  # the official attn_drop on the gated q̂, k̂
+        q_features = self.gated_dropout(q_features, deterministic=not train)
+        k_features = self.gated_dropout(k_features, deterministic=not train)
     o = from_seq(linear_attention(q_features, k_features, v))
     return self.dropout(self.proj(o), deterministic=not train)
 
@@ -208,7 +218,8 @@ class LVTBlock(nnx.Module):
     attention = dict(grid_size=grid_size, temporal_shift_div=config.temporal_shift_div,
                      shift_segment_frames=config.shift_segment_frames, spatial_shift=config.spatial_shift,
                      fixation=config.fixation, shared_gate=config.shared_gate,
-                     dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
+                     dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs,
+                     attention_dropout_rate=config.attention_dropout_rate)
     self.temporal_norm1 = LayerNorm(c, epsilon=BLOCK_NORM_EPS, rngs=rngs)
     self.temporal_attn = LinearVideoAttention(c, config.num_heads, over='time', **attention)
     self.norm1 = LayerNorm(c, epsilon=BLOCK_NORM_EPS, rngs=rngs)
