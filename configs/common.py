@@ -51,17 +51,22 @@ EMA = dict(decay=0.0)
 # the first train step's first `input_clips` clips as images (0 = none), and the final test's
 # per-class top-1 as a text table (per_class).
 TENSORBOARD = dict(input_clips=2, per_class=True)
+# config.precise_bn: recompute the BatchNorm running averages from `num_batches` training batches
+# after every `every_epochs` epochs and before the final test (0 = off; models without BatchNorm
+# ignore it; laps_jax/train/precise_bn.py).
+PRECISE_BN = dict(num_batches=0, every_epochs=1)
 
 
 def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimizer: dict,
                schedule: dict, init_from: str = '', log_every_steps: int = 100, profile_steps: int = 5,
                eval: dict | None = None, test: dict | None = None,  # pylint: disable=redefined-builtin
                checkpoint: dict | None = None, ema: dict | None = None,
-               tensorboard: dict | None = None) -> ml_collections.ConfigDict:
+               tensorboard: dict | None = None, precise_bn: dict | None = None
+               ) -> ml_collections.ConfigDict:
   """The run config for `model` (a family's typed config, e.g. `ViTConfig.variant('B/16', ...)`).
 
-  `data`, `optimizer`, `schedule`, `eval`, `test`, `checkpoint`, `ema`, `tensorboard`: changes to
-  this module's defaults
+  `data`, `optimizer`, `schedule`, `eval`, `test`, `checkpoint`, `ema`, `tensorboard`,
+  `precise_bn`: changes to this module's defaults
   (an unknown key is an error). data.num_frames / image_size / test_short_side come from the model.
   """
   config = ml_collections.ConfigDict()
@@ -96,6 +101,7 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.checkpoint = _section('checkpoint', CHECKPOINT, checkpoint)
   config.ema = _section('ema', EMA, ema)
   config.tensorboard = _section('tensorboard', TENSORBOARD, tensorboard)
+  config.precise_bn = _section('precise_bn', PRECISE_BN, precise_bn)
   return config
 
 

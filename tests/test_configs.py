@@ -14,7 +14,7 @@ from laps_jax.train import optimizer as optimizer_lib
 TOP_LEVEL_KEYS = {'mode', 'seed', 'init_from', 'model', 'data', 'batch_size', 'num_epochs',
                   'total_steps', 'optimizer', 'schedule', 'mesh_shape', 'axis_rules',
                   'log_every_steps', 'profile_steps', 'eval', 'test', 'checkpoint', 'ema',
-                  'tensorboard'}
+                  'tensorboard', 'precise_bn'}
 VARIANTS = [
     ('demo', None), ('demo', 'model=vit2d'), ('demo', 'model=joint'), ('demo', 'model=divided'),
     ('demo', 'model=lvt'),
@@ -23,6 +23,7 @@ VARIANTS = [
     ('lvt', None), ('lvt', 'dataset=kinetics600'), ('lvt', 'dataset=ssv2'),
     ('baselines', 'model=vit2d'), ('baselines', 'model=joint'), ('baselines', 'model=divided'),
     ('baselines', 'model=la'), ('baselines', 'model=pshift'),
+    ('laps_visformer', None), ('laps_visformer', 'frames=32,res=320'), ('laps_visformer', 'frames=32,res=360'),
 ]
 
 
