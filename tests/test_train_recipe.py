@@ -130,3 +130,46 @@ def test_ema_follows_each_optimizer_update_as_a_numpy_loop():
     assert int(state['ema']['count'][...]) == updates
   swapped = ema_lib.as_model(state)
   np.testing.assert_allclose(swapped['model']['w'][...], expected, rtol=1e-6)
+
+
+EMA_SHARDING_SCRIPT = r'''
+import json, sys
+import jax, ml_collections
+sys.path.insert(0, 'tests')
+import laps_jax.train
+from conftest import make_tiny_config
+from laps_jax import named_params
+from laps_jax.train import mesh as mesh_lib, train_state as ts_lib, optimizer as opt_lib
+
+config = make_tiny_config('unused')
+tx, _ = opt_lib.make_optimizer(config, updates_per_epoch=10, total_updates=10)
+mesh = mesh_lib.make_mesh((1, 2, 2), jax.devices()[:4])
+init_fn = ts_lib.make_init_fn(config.model, tx, 0, ml_collections.ConfigDict(dict(decay=0.9)))
+with mesh_lib.activate(mesh, config.axis_rules):
+  graphdef, abstract = ts_lib.abstract_train_state(init_fn, mesh)
+  state = ts_lib.create_train_state(init_fn, ts_lib.shardings_of(abstract))
+spec = lambda tree: {k: str(v.sharding.spec) for k, v in named_params.flatten(
+    jax.tree.map(lambda x: x, dict(tree))).items()}
+model, ema = spec(state['model']), spec(state['ema']['model'])
+fc1 = 'blocks/0/mlp/fc1/kernel'
+print('RESULT' + json.dumps(dict(model=model, ema=ema, fc1_shard=list(
+    named_params.flatten(dict(state['ema']['model']))[fc1].addressable_shards[0].data.shape))))
+'''
+
+
+def test_ema_is_sharded_like_the_parameters():
+  import json
+  from conftest import run_python
+  out = json.loads(run_python(['-c', EMA_SHARDING_SCRIPT], devices=4).stdout.split('RESULT', 1)[1])
+  assert out['ema'] == out['model']
+  assert out['ema']['blocks/0/mlp/fc1/kernel'] != 'PartitionSpec()'  # really sharded here
+  assert out['fc1_shard'] == [16, 32]  # (embed 32 / fsdp 2, mlp 64 / tensor 2)
+
+
+def test_an_epoch_counts_videos_with_repeated_augmentation():
+  from laps_jax.train import setup as setup_lib
+  config = make_tiny_config('unused')
+  config.batch_size, config.num_epochs, config.total_steps = 8, 2.0, -1
+  assert setup_lib.run_length(config, 80) == (20, 10.0)
+  config.data.num_repeats = 2  # 4 videos per step: an epoch of 80 videos takes 20 steps
+  assert setup_lib.run_length(config, 80) == (40, 20.0)
