@@ -77,9 +77,3 @@ def jit_eval_step(eval_step, graphdef, state_shardings, mesh: jax.sharding.Mesh,
     return eval_step(graphdef, as_model(state), batch, aggregate=aggregate)
   return jax.jit(step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
                  out_shardings=mesh_lib.replicated(mesh))
-
-
-def model_arrays(ema_item: dict) -> dict:
-  """The checkpoint's 'ema' item (a nested dict) -> the model's part, as the 'model' item is."""
-  return ema_item['model']
-

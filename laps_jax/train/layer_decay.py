@@ -33,7 +33,7 @@ from laps_jax import named_params
 _BLOCK = re.compile(r'^blocks/(\d+)/')
 _STAGE_BLOCK = re.compile(r'^stage(\d+)/(\d+)/')
 _STAGE_EMBED = re.compile(r'^(?:patch_embed|pos_embed)(\d+)(?:/|$)')
-_HEAD = re.compile(r'^(?:norm|head|fc_norm)(?:/|$)')
+_HEAD = re.compile(r'^(?:norm|head)(?:/|$)')
 
 
 def layer_ids(names) -> tuple[dict[str, int], int]:
