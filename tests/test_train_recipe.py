@@ -173,3 +173,22 @@ def test_an_epoch_counts_videos_with_repeated_augmentation():
   assert setup_lib.run_length(config, 80) == (20, 10.0)
   config.data.num_repeats = 2  # 4 videos per step: an epoch of 80 videos takes 20 steps
   assert setup_lib.run_length(config, 80) == (40, 20.0)
+
+
+def test_per_class_table_and_device_memory(monkeypatch):
+  from laps_jax.train import summaries
+  table = summaries.per_class_table([1.0, 0.0, 3.0], [2.0, 0.0, 4.0], ['walk', 'run', 'jump'])
+  assert table.splitlines()[2:] == ['| walk | 2 | 50.0 |', '| run | 0 | – |', '| jump | 4 | 75.0 |']
+
+  class Device:
+    def __init__(self, stats):
+      self.stats = stats
+
+    def memory_stats(self):
+      return self.stats
+
+  monkeypatch.setattr(jax, 'local_devices', lambda: [Device(None)])  # the CPU backend: nothing
+  assert summaries.device_memory() == {}
+  monkeypatch.setattr(jax, 'local_devices', lambda: [Device({'bytes_in_use': 3 << 30,
+                                                              'peak_bytes_in_use': 5 << 29})])
+  assert summaries.device_memory() == {'memory/bytes_in_use_gib': 3.0, 'memory/peak_bytes_in_use_gib': 2.5}
