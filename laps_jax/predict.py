@@ -6,7 +6,8 @@ r"""Classify video files with an exported model: top-5 class names and probabili
 Each video is decoded with PyAV (laps_jax.data.video_decode, the decoder of dataset preparation)
 and cut into the test views of the evaluation pipeline (laps_jax.data.sampling +
 augment.eval_views): K clips spread evenly over the video x C crops (1 centre, or 3 along the long
-side) after scaling the short side, normalised with mean / std. The model runs on every view; the
+side) after scaling the short side, as uint8, normalised with mean / std inside the jitted forward
+pass (laps_jax.data.device_augment, the evaluation's contract). The model runs on every view; the
 clip's class probabilities are the softmax of the view-averaged logits (the official LAPS test sums
 the views' logits: same ranking).
 
@@ -101,7 +102,7 @@ def exported_data_config(model_dir: str) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 
 def video_views(path: str, model_config, settings: dict) -> np.ndarray:
-  """float32[V, T, S, S, 3] test views of the video at `path` (V = test_clips * test_crops).
+  """uint8[V, T, S, S, 3] test views of the video at `path` (V = test_clips * test_crops).
 
   Raises laps_jax.data.video_decode.VideoDecodeError if the file cannot be decoded.
   """
@@ -110,7 +111,7 @@ def video_views(path: str, model_config, settings: dict) -> np.ndarray:
   clip_indices = sampling.test_indices(len(video.frames), model_config.num_frames, settings['sampling'],
                                        settings['frame_stride'], settings['test_clips'])
   return augment.eval_views(video.frames, clip_indices, settings['test_short_side'], model_config.image_size,
-                            settings['test_crops'], settings['mean'], settings['std'])
+                            settings['test_crops'])
 
 
 class Predictor:
@@ -121,13 +122,18 @@ class Predictor:
     from laps_jax import checkpoints  # pylint: disable=g-import-not-at-top
     self.model, self.config = checkpoints.load_model(model_dir)
     self.batch_size = batch_size
-    self._logits = nnx.jit(lambda model, videos: model(videos, train=False))
+    from laps_jax.data import device_augment  # pylint: disable=g-import-not-at-top
+    self._logits = nnx.jit(lambda model, videos, mean, std: model(
+        device_augment.normalize(videos, mean, std), train=False))
 
-  def probabilities(self, views: np.ndarray) -> np.ndarray:
-    """views float32[V, T, S, S, 3] -> float64[K]: softmax of the view-averaged logits."""
+  def probabilities(self, views: np.ndarray, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> np.ndarray:
+    """views uint8[V, T, S, S, 3] (normalised with mean / std on the device) -> float64[K]: softmax
+    of the view-averaged logits."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     logits = []
     for start in range(0, len(views), self.batch_size):
-      logits.append(np.asarray(self._logits(self.model, views[start:start + self.batch_size]), np.float64))
+      logits.append(np.asarray(self._logits(self.model, views[start:start + self.batch_size], mean, std),
+                               np.float64))
     mean_logits = np.concatenate(logits).mean(axis=0)
     exp = np.exp(mean_logits - mean_logits.max())
     return exp / exp.sum()
@@ -150,7 +156,7 @@ def predict_files(paths: list[str], predictor: Predictor, names: list[str], sett
       results.append({'video': path, 'error': f'cannot decode: {e}'})
       continue
     results.append({'video': path, 'views': int(len(views)),
-                    'top5': top_k(predictor.probabilities(views), names)})
+                    'top5': top_k(predictor.probabilities(views, settings['mean'], settings['std']), names)})
   return results
 
 

@@ -4,11 +4,13 @@ import os
 
 import grain.python as grain
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from configs import demo
 from laps_jax.data import augment
+from laps_jax.data import device_augment
 from laps_jax.data import loaders
 from laps_jax.data import pipeline
 from laps_jax.data import prepare
@@ -28,11 +30,12 @@ def data_dir(tmp_path_factory):
 
 
 def config(data_dir, **overrides):
-  c = demo.get_config().data
-  c.data_dir = data_dir
-  c.num_workers = 0
-  c.update(overrides)
-  return c
+  # A plain copy of the demo's data config (which ties test_short_side to image_size; the tests
+  # set them apart), with the overrides.
+  values = demo.get_config().data.to_dict()
+  values.update(data_dir=data_dir, num_workers=0)
+  values.update(overrides)
+  return ml_collections.ConfigDict(values)
 
 
 def take(iterator, n):
@@ -104,19 +107,24 @@ def test_ensure_prepared_generates_synthetic_motion_once(tmp_path, monkeypatch):
 # Training batches.
 # ----------------------------------------------------------------------------------------------
 
-def test_train_batches_shapes_labels_and_targets(data_dir):
+def test_train_batches_are_uint8_with_the_device_augmentation_parameters(data_dir):
   c = config(data_dir, label_smoothing=0.1)
   loader = pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=6)
   batch = next(iter(loader))
-  assert batch['videos'].shape == (8, 8, 32, 32, 3) and batch['videos'].dtype == np.float32
+  assert batch['videos'].shape == (8, 8, 32, 32, 3) and batch['videos'].dtype == np.uint8
+  assert batch['videos'].std() > 25   # the clips are not blank
   assert batch['labels'].shape == (8,) and batch['labels'].dtype == np.int32
-  assert batch['targets'].shape == (8, 6) and batch['targets'].dtype == np.float32
-  # (x / 255 - 0.5) / 0.5 lies in [-1, 1] and the clips are not blank.
-  assert batch['videos'].min() >= -1.0 and batch['videos'].max() <= 1.0
-  assert batch['videos'].std() > 0.1
+  assert batch['color'].shape == (8, 4) and batch['erase_box'].shape == (8, 4)
+  assert batch['erase_seed'].dtype == np.uint32
+  assert batch['mix_weight'].shape == batch['mix_lam'].shape == (8,)
+  assert 'targets' not in batch   # made in the train step (laps_jax.data.device_augment)
+  out = device_augment.DeviceAugment.from_config(c, 6).train(batch)
+  assert out['videos'].dtype == np.float32
+  # (x / 255 - 0.5) / 0.5 lies in [-1, 1].
+  assert out['videos'].min() >= -1.0 and out['videos'].max() <= 1.0
   expected = np.full((8, 6), 0.1 / 6, np.float32)
   expected[np.arange(8), batch['labels']] += 0.9
-  np.testing.assert_allclose(batch['targets'], expected, rtol=1e-6)
+  np.testing.assert_allclose(out['targets'], expected, rtol=1e-6)
   with pytest.raises(ValueError, match='num_classes=8'):
     pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=8)
 
@@ -126,8 +134,9 @@ def test_train_batches_with_mixup_have_soft_targets(data_dir):
              auto_augment='rand-m7-n2', random_erasing=0.5, color_jitter=0.3, flip=True)
   batch = next(iter(pipeline.make_train_loader(c, global_batch_size=4, seed=0, num_classes=6)))
   assert batch['videos'].shape == (4, 4, 32, 32, 3)
-  np.testing.assert_allclose(batch['targets'].sum(1), 1.0, rtol=1e-5)
-  assert (batch['targets'] > 0).sum(1).max() == 2   # each clip mixed with one partner
+  out = device_augment.DeviceAugment.from_config(c, 6).train(batch)
+  np.testing.assert_allclose(out['targets'].sum(1), 1.0, rtol=1e-5)
+  assert (np.asarray(out['targets']) > 0).sum(1).max() == 2   # each clip mixed with one partner
 
 
 def test_train_loader_is_deterministic_and_reshuffles_every_epoch(data_dir):
@@ -181,6 +190,26 @@ def test_orbax_checkpoint_of_the_iterator_with_a_worker_process(data_dir, tmp_pa
   assert_same_batches(take(in_process, 5)[2:], expected)
 
 
+def test_device_prefetcher_saves_the_consumed_position(data_dir, tmp_path):
+  """Made-ahead batches are not lost: the checkpoint holds the position after the consumed one."""
+  import orbax.checkpoint as ocp
+  c = config(data_dir, flip=True, color_jitter=0.5)
+  make = lambda: pipeline.DevicePrefetcher(
+      iter(pipeline.make_train_loader(c, global_batch_size=8, seed=7, num_classes=6)),
+      put=lambda batch: batch, size=2)
+  prefetcher = make()
+  take(prefetcher, 3)
+  with ocp.CheckpointManager(str(tmp_path / 'ckpt')) as manager:
+    manager.save(3, args=ocp.args.Composite(data_iter=pipeline.iterator_save_args(prefetcher)))
+    manager.wait_until_finished()
+    expected = take(prefetcher, 3)
+    fresh = make()
+    manager.restore(3, args=ocp.args.Composite(data_iter=pipeline.iterator_restore_args(fresh)))
+  assert_same_batches(take(fresh, 3), expected)
+  prefetcher.close()
+  fresh.close()
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation batches.
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +230,7 @@ def test_eval_single_view_covers_the_split_once_with_padding(data_dir):
   # Example 5 is its centre clip (8 frames, stride 2, of 16) resized to 32, centre crop.
   frames = source[5]['frames']
   indices = sampling.test_indices(len(frames), 8, 'dense', 2, 1)
-  expected = augment.eval_views(frames, indices, 32, 32, 1, c.mean, c.std)[0]
+  expected = augment.eval_views(frames, indices, 32, 32, 1)[0]
   np.testing.assert_array_equal(videos[5], expected)
   assert_same_batches(list(loader), batches)              # iterating again: same batches
 
@@ -254,3 +283,29 @@ def test_to_global_builds_sharded_arrays(data_dir):
     assert arrays[key].shape == value.shape
     assert arrays[key].sharding.spec == jax.sharding.PartitionSpec(('data',))
     np.testing.assert_array_equal(np.asarray(arrays[key]), value)
+
+
+def test_num_workers_auto_shares_the_cpus_of_this_process(data_dir, monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(16)))
+  for name in ('LOCAL_WORLD_SIZE', 'SLURM_NTASKS_PER_NODE', 'OMPI_COMM_WORLD_LOCAL_SIZE'):
+    monkeypatch.delenv(name, raising=False)
+  assert loaders.num_workers(config(data_dir, num_workers='auto')) == 15
+  monkeypatch.setenv('LOCAL_WORLD_SIZE', '8')           # 8 processes (GPUs) on this host
+  assert loaders.num_workers(config(data_dir, num_workers='auto')) == 1
+  monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')
+  assert loaders.num_workers(config(data_dir, num_workers='auto')) == 7
+  assert loaders.num_workers(config(data_dir, num_workers=3)) == 3
+  pipeline.validate_config(config(data_dir, num_workers='auto'))
+  with pytest.raises(ValueError, match='num_workers'):
+    pipeline.validate_config(config(data_dir, num_workers=-1))
+
+
+def test_multi_view_host_buffers_of_the_laps_vitb_test_stay_under_2_gb():
+  """configs/laps_vitb.py: test batch 16 x 30 views of 8 x 224^2, 8 workers (from the shapes)."""
+  from configs import laps_vitb
+  c = laps_vitb.get_config()
+  figures = loaders.multi_view_buffer_bytes(c.data, c.test.batch_size)
+  video = 30 * 8 * 224 * 224 * 3
+  assert figures['video'] == video
+  assert figures['workers'] == int(c.data.num_workers) * 2 * video
+  assert figures['total'] == (2 * int(c.data.num_workers) + 2 * 16 + 1) * video < 2e9

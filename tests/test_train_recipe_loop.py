@@ -110,10 +110,11 @@ def test_tensorboard_holds_images_texts_and_norms(recipe_run):
   config, workdir, _ = recipe_run
   events = _events(workdir)
   for tag in ('learning_rate', 'grad_norm', 'param_norm', 'update_norm', 'update_ratio',
-              'val_top1', 'val_top5', 'val_loss', 'test_top1', 'test_top5', 'test_loss'):
+              'data_wait_fraction', 'val_top1', 'val_top5', 'val_loss', 'test_top1', 'test_top5', 'test_loss'):
     assert tag in events and events[tag][0][1] == 'scalars', tag
   values = {tag: np.array([float(tensor_util.make_ndarray(t)) for _, _, t in events[tag]])
-            for tag in ('update_ratio', 'update_norm', 'param_norm')}
+            for tag in ('update_ratio', 'update_norm', 'param_norm', 'data_wait_fraction')}
+  assert ((values['data_wait_fraction'] >= 0) & (values['data_wait_fraction'] <= 1)).all()
   # Per logged step (log_every_steps=1): the ratio of the norms; zero only at the warm-up's lr 0.
   np.testing.assert_allclose(values['update_ratio'], values['update_norm'] / values['param_norm'],
                              rtol=1e-5)

@@ -1,29 +1,39 @@
-"""Per-clip augmentation: frames (JPEG bytes) -> normalised float32[T, S, S, 3], same op on all frames.
+"""Per-clip augmentation on the host: frames (JPEG bytes) -> uint8[T, S, S, 3] plus the random
+parameters of the float augmentations that the device applies (`laps_jax.data.device_augment`).
 
 Training (`train_clip`), in order:
   1. short-side scale jitter: a short side drawn uniformly from the integers in
-     [scale_jitter[0], scale_jitter[1]]; then a uniformly placed S x S crop (S = image_size). Done
-     as one resize of the crop box (PIL `resize(box=...)`), and JPEGs are decoded at 1/2, 1/4, 1/8
-     scale when that is still larger than needed (PIL `draft`), so only useful pixels are made;
-  2. horizontal flip with probability 1/2 (`flip`);
+     [scale_jitter[0], scale_jitter[1]]; then a uniformly placed S x S crop (S = image_size) of the
+     frame so scaled. The JPEGs are decoded in the DCT domain at 1/2, 1/4, 1/8 scale when that is
+     still at least the jittered size; then only the crop's source box (rounded to whole decoded
+     pixels: at most half a pixel off) is resized to S x S, once per frame (OpenCV);
+  2. horizontal flip with probability 1/2 (`flip`), done by the resize's output copy;
   3. RandAugment / AutoAugment (`auto_augment`): '' (off), 'autoaugment' (the ImageNet policy of
      Cubuk et al. 2019, as in timm 'original') or a timm-style RandAugment spec
      'rand-m{M}-n{N}[-mstd{S}][-inc{0|1}]' (N ops drawn with replacement, each applied with
      probability 0.5 at magnitude M / 10 of its range, M jittered by N(0, S) when mstd is given;
      inc1 uses the 'increasing' op variants that PySlowFast's video RandAugment uses). Geometric
-     ops fill with grey 128;
+     ops fill with grey 128. These are PIL ops on uint8 images: they stay on the host, with no
+     float round trip (lookup tables, histograms and affine warps that XLA has no cheap form of);
   4. colour jitter (`color_jitter` = p): brightness, contrast, saturation (factors in [0.6, 1.4])
-     and hue (shift in [-0.1, 0.1] of the circle), each applied with probability p;
-  5. normalisation (x / 255 - mean) / std;
+     and hue (shift in [-0.1, 0.1] of the circle), each applied with probability p. The host
+     draws the four numbers (`draw_color_jitter`); the device applies them on floats (the
+     RGB -> HSV -> RGB of the hue shift costs the host ~10 ms a clip, the device nothing);
+  5. normalisation (x / 255 - mean) / std: on the device;
   6. random erasing (`random_erasing` = p): with probability p one box of 2 % .. 1/3 of the area,
      aspect ratio log-uniform in [0.3, 3.3], filled with N(0, 1) noise (timm's 'pixel' mode, on the
-     normalised values), the same box in every frame.
-Every random choice is drawn once per clip from the given NumPy Generator, so the clip stays
-temporally consistent (a flip or rotation never differs between frames), and the result is a pure
-function of (frames, indices, options, rng state).
+     normalised values), the same box in every frame. The host draws the box and a noise seed
+     (`draw_erasing`); the device fills it.
+Every random choice is drawn once per clip from the given NumPy Generator (grain's per-record
+Generator), so the clip stays temporally consistent (a flip or rotation never differs between
+frames), the result is a pure function of (frames, indices, options, rng state), and a resumed run
+sees the same parameters.
+
+The NumPy functions `color_jitter`, `normalize` and `random_erasing` are the host references the
+device versions are tested against.
 
 Evaluation (`eval_views`): short side scaled to `test_short_side`, then `test_crops` crops
-(see `sampling.test_crop_offsets`) of every test clip; no randomness.
+(see `sampling.test_crop_offsets`) of every test clip; no randomness; uint8.
 """
 
 from __future__ import annotations
@@ -243,24 +253,41 @@ def _hsv_to_rgb(h, s, v):
   return np.stack([r, g, b], -1)
 
 
-def color_jitter(clip: np.ndarray, probability: float, rng: np.random.Generator,
-                 strength: float = 0.4, hue: float = 0.1) -> np.ndarray:
-  """float32[T, H, W, 3] in [0, 255] -> jittered, same factors for every frame (module doc)."""
+def draw_color_jitter(probability: float, rng: np.random.Generator, strength: float = 0.4,
+                      hue: float = 0.1) -> np.ndarray:
+  """float32[4]: (brightness, contrast, saturation factors, hue shift); 1, 1, 1, 0 = not applied."""
+  params = np.array([1.0, 1.0, 1.0, 0.0], np.float32)
   if probability <= 0:
-    return clip
-  if rng.random() < probability:   # brightness
-    clip = clip * rng.uniform(1 - strength, 1 + strength)
-  if rng.random() < probability:   # contrast: blend with the clip's mean grey level
-    factor = rng.uniform(1 - strength, 1 + strength)
-    clip = factor * clip + (1 - factor) * _grey(clip).mean()
-  if rng.random() < probability:   # saturation: blend with the grey image
-    factor = rng.uniform(1 - strength, 1 + strength)
-    clip = factor * clip + (1 - factor) * _grey(clip)
-  if rng.random() < probability:   # hue: rotate the hue circle
-    shift = rng.uniform(-hue, hue)
+    return params
+  for i in range(3):   # brightness, contrast, saturation
+    if rng.random() < probability:
+      params[i] = rng.uniform(1 - strength, 1 + strength)
+  if rng.random() < probability:
+    params[3] = rng.uniform(-hue, hue)
+  return params
+
+
+def apply_color_jitter(clip: np.ndarray, params: np.ndarray) -> np.ndarray:
+  """float32[T, H, W, 3] in [0, 255], params float32[4] (`draw_color_jitter`) -> jittered clip.
+
+  Brightness scales; contrast blends with the clip's mean grey level; saturation blends with the
+  grey image; hue rotates the hue circle (skipped when the shift is 0). Clipped to [0, 255].
+  """
+  brightness, contrast, saturation, shift = (float(x) for x in params)
+  clip = clip * brightness
+  clip = contrast * clip + (1 - contrast) * _grey(clip).mean()
+  clip = saturation * clip + (1 - saturation) * _grey(clip)
+  if shift != 0.0:
     h, s, v = _rgb_to_hsv(np.clip(clip, 0, 255) / 255.0)
     clip = _hsv_to_rgb((h + shift) % 1.0, s, v) * 255.0
   return np.clip(clip, 0, 255).astype(np.float32)
+
+
+def color_jitter(clip: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
+  """float32[T, H, W, 3] in [0, 255] -> jittered, same factors for every frame (module doc)."""
+  if probability <= 0:
+    return clip
+  return apply_color_jitter(clip, draw_color_jitter(probability, rng))
 
 
 def normalize(clip: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -270,13 +297,13 @@ def normalize(clip: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> 
   return ((np.asarray(clip, np.float32) / 255.0 - mean) / std).astype(np.float32)
 
 
-def random_erasing(clip: np.ndarray, probability: float, rng: np.random.Generator,
-                   min_area: float = 0.02, max_area: float = 1 / 3,
-                   min_aspect: float = 0.3) -> np.ndarray:
-  """Erases one box (the same in every frame) with N(0, 1) noise; clip float32[T, H, W, 3]."""
+def draw_erasing(probability: float, height: int, width: int, rng: np.random.Generator,
+                 min_area: float = 0.02, max_area: float = 1 / 3, min_aspect: float = 0.3
+                 ) -> tuple[np.ndarray, np.uint32]:
+  """(box int32[4] = (top, left, h, w), noise seed uint32); h = w = 0: nothing erased."""
+  box = np.zeros(4, np.int32)
   if probability <= 0 or rng.random() >= probability:
-    return clip
-  _, height, width, channels = clip.shape
+    return box, np.uint32(0)
   area = height * width
   log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
   for _ in range(10):
@@ -287,11 +314,28 @@ def random_erasing(clip: np.ndarray, probability: float, rng: np.random.Generato
     if 0 < h < height and 0 < w < width:
       top = int(rng.integers(0, height - h + 1))
       left = int(rng.integers(0, width - w + 1))
-      clip = clip.copy()
-      clip[:, top:top + h, left:left + w] = rng.standard_normal(
-          (clip.shape[0], h, w, channels), dtype=np.float32)
-      return clip
+      box[:] = (top, left, h, w)
+      return box, np.uint32(rng.integers(0, 2**32))
+  return box, np.uint32(0)
+
+
+def erase_box(clip: np.ndarray, box: np.ndarray, noise: np.ndarray) -> np.ndarray:
+  """clip float32[T, H, W, C] with box (top, left, h, w) filled from noise float32[T, H, W, C]."""
+  top, left, h, w = (int(x) for x in box)
+  if h == 0 or w == 0:
+    return clip
+  clip = clip.copy()
+  clip[:, top:top + h, left:left + w] = noise[:, top:top + h, left:left + w]
   return clip
+
+
+def random_erasing(clip: np.ndarray, probability: float, rng: np.random.Generator,
+                   min_area: float = 0.02, max_area: float = 1 / 3,
+                   min_aspect: float = 0.3) -> np.ndarray:
+  """Erases one box (the same in every frame) with N(0, 1) noise; clip float32[T, H, W, 3]."""
+  box, _ = draw_erasing(probability, clip.shape[1], clip.shape[2], rng, min_area, max_area,
+                        min_aspect)
+  return erase_box(clip, box, rng.standard_normal(clip.shape, dtype=np.float32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,65 +361,90 @@ def _frame_size(frames: Sequence[bytes]) -> tuple[int, int]:
   return height, width
 
 
-def _crop_resize(images: Sequence[Image.Image], stored: tuple[int, int],
-                 box: tuple[float, float, float, float], size: int) -> list[Image.Image]:
-  """Resizes `box` (left, top, right, bottom, in stored-frame pixels) of every image to size^2.
+def _decode_resized(frames: Sequence[bytes], indices: np.ndarray, size: tuple[int, int]
+                    ) -> np.ndarray:
+  """uint8[len(indices), *size, 3]: each distinct frame decoded (DCT-downscaled) and resized once."""
+  unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
+  decoded = video_decode.decode_jpeg_stack(frames, unique, min_size=size)
+  return video_decode.resize_stack(decoded, size)[inverse.reshape(-1)]
 
-  Images may have been decoded at a reduced scale (draft): the box is scaled to their size.
-  """
-  out = []
-  for image in images:
-    sx, sy = image.size[0] / stored[1], image.size[1] / stored[0]
-    scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-    out.append(image.resize((size, size), RESAMPLE, box=scaled))
-  return out
+
+def _train_window(frames: Sequence[bytes], indices: np.ndarray, stored: tuple[int, int],
+                  resized: tuple[int, int], top: int, left: int, size: int, flip: bool
+                  ) -> np.ndarray:
+  """uint8[T, size, size, 3]: the size x size window at (top, left) of the frames scaled to
+  `resized`, decoded at the smallest DCT scale that is still >= `resized`; only the window's source
+  box (rounded to whole decoded pixels) is resized, once per distinct frame."""
+  unique, inverse = np.unique(np.asarray(indices), return_inverse=True)
+  decoded = video_decode.decode_jpeg_stack(frames, unique, min_size=resized)
+  fy = decoded.shape[1] / resized[0]
+  fx = decoded.shape[2] / resized[1]
+  y0, y1 = round(top * fy), min(round((top + size) * fy), decoded.shape[1])
+  x0, x1 = round(left * fx), min(round((left + size) * fx), decoded.shape[2])
+  clip = video_decode.resize_stack(decoded[:, y0:y1, x0:x1], (size, size), flip=flip)
+  inverse = inverse.reshape(-1)
+  if len(unique) == len(inverse) and np.array_equal(inverse, np.arange(len(inverse))):
+    return clip   # distinct frames in order: no copy
+  return clip[inverse]
 
 
 def train_clip(frames: Sequence[bytes], indices: np.ndarray, options: TrainOptions,
-               rng: np.random.Generator) -> np.ndarray:
-  """One augmented training clip -> float32[T, S, S, 3] (T = len(indices), S = image_size)."""
-  height, width = _frame_size(frames)
+               rng: np.random.Generator, frame_size: tuple[int, int] | None = None
+               ) -> dict[str, np.ndarray]:
+  """One training clip and the parameters of its device-side augmentation (module doc).
+
+  frame_size: (height, width) of the stored frames when known (the record says it), else read
+  from the first JPEG's header. Returns videos uint8[T, S, S, 3] (T = len(indices),
+  S = image_size), color float32[4] (`draw_color_jitter`), erase_box int32[4] and erase_seed
+  uint32 (`draw_erasing`).
+  """
+  height, width = frame_size or _frame_size(frames)
   size = options.image_size
   short = int(rng.integers(options.scale_jitter[0], options.scale_jitter[1] + 1))
   new_h, new_w = sampling.resized_size(height, width, short)
   top = int(rng.integers(0, new_h - size + 1))
   left = int(rng.integers(0, new_w - size + 1))
-  sy, sx = height / new_h, width / new_w
-  box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-  images = video_decode.decode_jpeg_frames(frames, indices, min_size=(new_w, new_h))
-  images = _crop_resize(images, (height, width), box, size)
-  if options.flip and rng.random() < 0.5:
-    images = [image.transpose(Image.FLIP_LEFT_RIGHT) for image in images]
+  flip = bool(options.flip and rng.random() < 0.5)
+  clip = _train_window(frames, indices, (height, width), (new_h, new_w), top, left, size, flip)
   ops = options.auto_augment.sample(rng)
   if ops:
-    images = apply_ops(images, ops)
-  clip = np.stack([np.asarray(image, np.float32) for image in images])
-  clip = color_jitter(clip, options.color_jitter, rng)
-  clip = normalize(clip, options.mean, options.std)
-  return random_erasing(clip, options.random_erasing, rng)
+    clip = np.stack([np.asarray(image) for image in apply_ops(
+        [Image.fromarray(frame) for frame in clip], ops)])
+  color = draw_color_jitter(options.color_jitter, rng)
+  erase_box_, erase_seed = draw_erasing(options.random_erasing, size, size, rng)
+  return {'videos': clip, 'color': color, 'erase_box': erase_box_, 'erase_seed': erase_seed}
+
+
+def host_train_clip(frames: Sequence[bytes], indices: np.ndarray, options: TrainOptions,
+                    rng: np.random.Generator) -> np.ndarray:
+  """The all-host reference of `train_clip` + the device part -> float32[T, S, S, 3] (tests,
+  benchmarks). The erasing noise is drawn from NumPy with the clip's seed."""
+  clip = train_clip(frames, indices, options, rng)
+  pixels = apply_color_jitter(clip['videos'].astype(np.float32), clip['color'])
+  pixels = normalize(pixels, options.mean, options.std)
+  noise = np.random.default_rng(int(clip['erase_seed'])).standard_normal(pixels.shape,
+                                                                          dtype=np.float32)
+  return erase_box(pixels, clip['erase_box'], noise)
 
 
 def eval_views(frames: Sequence[bytes], clip_indices: np.ndarray, short_side: int, crop: int,
-               num_crops: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """Test views -> float32[K * num_crops, T, crop, crop, 3], clip-major (view = k * crops + c).
+               num_crops: int, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> np.ndarray:
+  """Test views -> uint8[K * num_crops, T, crop, crop, 3], clip-major (view = k * crops + c);
+  normalised float32 instead when mean and std are given (the host reference).
 
-  clip_indices: int[K, T] from `sampling.test_indices`. Each frame is decoded once, its short side
-  scaled to `short_side`, and the crops of `sampling.test_crop_offsets` are cut out.
+  clip_indices: int[K, T] from `sampling.test_indices`. Each distinct frame is decoded and resized
+  once (short side -> `short_side`), and the crops of `sampling.test_crop_offsets` are cut out.
   """
   height, width = _frame_size(frames)
   new_h, new_w = sampling.resized_size(height, width, short_side)
   offsets = sampling.test_crop_offsets(new_h, new_w, crop, num_crops)
-  sy, sx = height / new_h, width / new_w
-  unique = np.unique(clip_indices)
-  decoded = dict(zip(unique.tolist(), video_decode.decode_jpeg_frames(
-      frames, unique, min_size=(new_w, new_h))))
-  crops = {}
-  for top, left in offsets:
-    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
-    resized = _crop_resize([decoded[i] for i in unique.tolist()], (height, width), box, crop)
-    crops[(top, left)] = dict(zip(unique.tolist(), resized))
-  views = []
-  for indices in clip_indices:
-    for offset in offsets:
-      views.append(np.stack([np.asarray(crops[offset][int(i)], np.float32) for i in indices]))
-  return normalize(np.stack(views), mean, std)
+  clip_indices = np.asarray(clip_indices)
+  resized = _decode_resized(frames, clip_indices.reshape(-1), (new_h, new_w))
+  resized = resized.reshape(*clip_indices.shape, new_h, new_w, 3)     # [K, T, h, w, 3]
+  views = np.stack([resized[:, :, top:top + crop, left:left + crop] for top, left in offsets],
+                   axis=1)                                           # [K, crops, T, S, S, 3]
+  views = views.reshape(-1, *views.shape[2:])
+  if mean is None or std is None:
+    return views
+  return normalize(views, mean, std)

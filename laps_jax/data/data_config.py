@@ -33,7 +33,10 @@
   mean, std        3-tuples, normalisation (x / 255 - mean) / std (0.5 / 0.5 for the papers' ViTs).
   test_clips       K, clips per video in multi-view evaluation (LAPS 10, LVT 4 Kinetics / 2 SSv2).
   test_crops       1 (centre) or 3 (left / centre / right, or top / centre / bottom for portrait).
-  num_workers      grain worker processes decoding and augmenting (0 = in the main process).
+  num_workers      grain worker processes decoding and augmenting (0 = in the main process), or
+                   'auto': the CPUs this process may use, shared among the JAX processes of the
+                   host, less one (`loaders.num_workers`). A config that declares it 'auto'
+                   (a str field) takes `--config.data.num_workers=4` as '4', which is read as 4.
   prefetch         batches each worker prepares ahead (grain per-worker buffer size, >= 1).
   shuffle          bool: shuffle the training records (reshuffled every epoch).
   num_repeats      k >= 1: repeated augmentation, k differently augmented clips of each sampled
@@ -90,7 +93,8 @@ def validate_config(data_config) -> None:
   check(all(float(s) > 0 for s in c.std), f'std: > 0, got {c.std}')
   check(int(c.test_clips) >= 1, f'test_clips: >= 1, got {c.test_clips}')
   check(int(c.test_crops) in (1, 3), f'test_crops: 1 or 3, got {c.test_crops}')
-  check(int(c.num_workers) >= 0, f'num_workers: >= 0, got {c.num_workers}')
+  check(c.num_workers == 'auto' or str(c.num_workers).isdigit(),
+        f"num_workers: >= 0 or 'auto', got {c.num_workers!r}")
   check(int(c.prefetch) >= 1, f'prefetch: >= 1, got {c.prefetch}')
   check(int(c.num_repeats) >= 1, f'num_repeats: >= 1, got {c.num_repeats}')
   try:

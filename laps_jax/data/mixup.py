@@ -13,6 +13,10 @@
   - targets = lam * t[i] + (1 - lam) * t[b - 1 - i].
 Shapes: videos float32[b, T, H, W, C], labels int[b] -> videos float32[b, T, H, W, C],
 targets float32[b, K].
+
+The host draws the random numbers (`draw_mix`, once per batch from grain's Generator); the jitted
+train step applies them (`laps_jax.data.device_augment.mix`). `mix_batch` / `apply_mix` are the
+NumPy references.
 """
 
 from __future__ import annotations
@@ -39,30 +43,60 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator
   return int(top), int(bottom), int(left), int(right)
 
 
-def mix_batch(videos: np.ndarray, labels: np.ndarray, num_classes: int, *, mixup_alpha: float,
-              cutmix_alpha: float, label_smoothing: float, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray]:
-  """(videos, labels) -> (mixed videos, soft targets); see the module doc."""
-  targets = smooth_one_hot(labels, num_classes, label_smoothing)
+def draw_mix(batch_size: int, height: int, width: int, *, mixup_alpha: float, cutmix_alpha: float,
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """The random part of `mix_batch`, as per-clip arrays (module doc), for clip i of b:
+
+    mix_weight float32[b]: pixel weight of clip i in a mixup blend (1 = not blended);
+    mix_box    int32[b, 4]: (top, bottom, left, right) pasted from the partner (empty: none);
+    mix_lam    float32[b]: weight of clip i's own targets.
+  The partner of clip i is clip b - 1 - i. Every row holds the same numbers (one draw per batch),
+  so the arrays split over devices like the clips do.
+  """
   use_mixup, use_cutmix = mixup_alpha > 0, cutmix_alpha > 0
   if use_mixup and use_cutmix:
     if rng.random() < 0.5:
       use_mixup = False
     else:
       use_cutmix = False
-  if not (use_mixup or use_cutmix):
-    return videos, targets
-  partner = slice(None, None, -1)  # clip i is mixed with clip b - 1 - i
+  weight, box, lam = 1.0, (0, 0, 0, 0), 1.0
   if use_mixup:
-    lam = float(rng.beta(mixup_alpha, mixup_alpha))
-    videos = (lam * videos + (1.0 - lam) * videos[partner]).astype(np.float32)
-  else:
+    lam = weight = float(rng.beta(mixup_alpha, mixup_alpha))
+  elif use_cutmix:
     lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
-    height, width = videos.shape[2:4]
-    top, bottom, left, right = cutmix_box(height, width, lam, rng)
-    mixed = videos.copy()
-    mixed[:, :, top:bottom, left:right] = videos[partner, :, top:bottom, left:right]
-    videos = mixed
+    box = cutmix_box(height, width, lam, rng)
+    top, bottom, left, right = box
     lam = 1.0 - (bottom - top) * (right - left) / float(height * width)
-  targets = (lam * targets + (1.0 - lam) * targets[partner]).astype(np.float32)
-  return videos, targets
+  return {'mix_weight': np.full(batch_size, weight, np.float32),
+          'mix_box': np.tile(np.asarray(box, np.int32), (batch_size, 1)),
+          'mix_lam': np.full(batch_size, lam, np.float32)}
+
+
+def partners(batch_size: int, groups: int = 1) -> np.ndarray:
+  """int[b]: the partner of each clip, its mirror b' - 1 - i inside its group of b' = b / groups
+  consecutive clips (groups = 1: the whole batch reversed, timm's 'batch' mode)."""
+  size = batch_size // groups
+  return (np.arange(batch_size) // size) * size + (size - 1 - np.arange(batch_size) % size)
+
+
+def apply_mix(videos: np.ndarray, targets: np.ndarray, params: dict[str, np.ndarray],
+              groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """The NumPy reference of the device mix: (float videos [b, T, H, W, C], targets [b, K]) ->
+  mixed with `partners(b, groups)` and the per-clip `params` of `draw_mix`."""
+  partner = partners(len(videos), groups)
+  weight = params['mix_weight'][:, None, None, None, None]
+  mixed = (weight * videos + (1.0 - weight) * videos[partner]).astype(np.float32)
+  for i, (top, bottom, left, right) in enumerate(params['mix_box'].tolist()):
+    mixed[i, :, top:bottom, left:right] = videos[partner[i], :, top:bottom, left:right]
+  lam = params['mix_lam'][:, None]
+  return mixed, (lam * targets + (1.0 - lam) * targets[partner]).astype(np.float32)
+
+
+def mix_batch(videos: np.ndarray, labels: np.ndarray, num_classes: int, *, mixup_alpha: float,
+              cutmix_alpha: float, label_smoothing: float, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """(videos, labels) -> (mixed videos, soft targets); see the module doc (host reference)."""
+  targets = smooth_one_hot(labels, num_classes, label_smoothing)
+  params = draw_mix(len(videos), videos.shape[2], videos.shape[3], mixup_alpha=mixup_alpha,
+                    cutmix_alpha=cutmix_alpha, rng=rng)
+  return apply_mix(np.asarray(videos, np.float32), targets, params)

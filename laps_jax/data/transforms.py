@@ -24,7 +24,9 @@ def train_options(c) -> augment.TrainOptions:
 
 
 class TrainClip(grain.RandomMapTransform):
-  """Stored example -> {'videos': float32[T, S, S, 3], 'labels': int32} (random clip + augment)."""
+  """Stored example -> {'videos': uint8[T, S, S, 3], 'labels': int32, 'color': float32[4],
+  'erase_box': int32[4], 'erase_seed': uint32} (random clip, host augmentation, the parameters of
+  the device augmentation: `augment.train_clip`)."""
 
   def __init__(self, options: augment.TrainOptions, num_frames: int, sampling_mode: str,
                stride: int):
@@ -35,28 +37,28 @@ class TrainClip(grain.RandomMapTransform):
     frames = example['frames']
     indices = sampling.train_indices(len(frames), self.num_frames, self.sampling_mode,
                                      self.stride, rng)
-    return {'videos': augment.train_clip(frames, indices, self.options, rng),
-            'labels': np.int32(example['label'])}
+    frame_size = (int(example['height']), int(example['width'])) if 'height' in example else None
+    clip = augment.train_clip(frames, indices, self.options, rng, frame_size)
+    clip['labels'] = np.int32(example['label'])
+    return clip
 
 
 class MixBatch(grain.RandomMapTransform):
-  """Batch -> batch with soft `targets` float32[b, K] (label smoothing, mixup / cutmix)."""
+  """Batch -> batch plus the mixup / cutmix parameters `mix_weight`, `mix_box`, `mix_lam` of
+  `mixup.draw_mix` (one draw per batch; the train step applies them, with label smoothing)."""
 
-  def __init__(self, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
-               label_smoothing: float):
-    self.num_classes = num_classes
+  def __init__(self, mixup_alpha: float, cutmix_alpha: float):
     self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
-    self.label_smoothing = label_smoothing
 
   def random_map(self, batch: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict:
-    videos, targets = mixup.mix_batch(
-        batch['videos'], batch['labels'], self.num_classes, mixup_alpha=self.mixup_alpha,
-        cutmix_alpha=self.cutmix_alpha, label_smoothing=self.label_smoothing, rng=rng)
-    return {'videos': videos, 'labels': batch['labels'], 'targets': targets}
+    b, _, height, width, _ = batch['videos'].shape
+    return {**batch, **mixup.draw_mix(b, height, width, mixup_alpha=self.mixup_alpha,
+                                      cutmix_alpha=self.cutmix_alpha, rng=rng)}
 
 
 class EvalClip(grain.MapTransform):
-  """Stored example (or padding) -> {'videos', 'labels', 'mask'}; deterministic views."""
+  """Stored example (or padding) -> {'videos': uint8[T, S, S, 3] or uint8[V, T, S, S, 3],
+  'labels', 'mask'}; deterministic views."""
 
   def __init__(self, c, multi_view: bool):
     self.num_frames, self.stride = int(c.num_frames), int(c.frame_stride)
@@ -65,7 +67,6 @@ class EvalClip(grain.MapTransform):
     self.num_crops = int(c.test_crops) if multi_view else 1
     self.multi_view = multi_view
     self.short_side, self.crop = int(c.test_short_side), int(c.image_size)
-    self.mean, self.std = tuple(c.mean), tuple(c.std)
 
   def _shape(self) -> tuple[int, ...]:
     clip = (self.num_frames, self.crop, self.crop, 3)
@@ -73,13 +74,12 @@ class EvalClip(grain.MapTransform):
 
   def map(self, example: Mapping[str, Any]) -> dict:
     if example.get('padding', False):
-      return {'videos': np.zeros(self._shape(), np.float32), 'labels': np.int32(0),
+      return {'videos': np.zeros(self._shape(), np.uint8), 'labels': np.int32(0),
               'mask': np.bool_(False)}
     frames = example['frames']
     indices = sampling.test_indices(len(frames), self.num_frames, self.sampling_mode, self.stride,
                                     self.num_clips)
-    views = augment.eval_views(frames, indices, self.short_side, self.crop, self.num_crops,
-                               self.mean, self.std)
+    views = augment.eval_views(frames, indices, self.short_side, self.crop, self.num_crops)
     return {'videos': views if self.multi_view else views[0],
             'labels': np.int32(example['label']), 'mask': np.bool_(True)}
 

@@ -12,11 +12,13 @@ compiling, the mesh, the optimizer and the abstract state (see setup.py).
 Files in WORKDIR: config.json (the resolved config), checkpoints/ (Orbax), events.out.tfevents.*
 (TensorBoard), results.json (final validation and test metrics).
 """
+import functools
 import json
 import os
 import time
 
 import jax
+import numpy as np
 import ml_collections
 from absl import logging
 
@@ -80,9 +82,13 @@ class TrainLoop:
 
   def __init__(self, config, workdir: str, setup: setup_lib.Setup):
     self.config, self.workdir, self.setup = config, workdir, setup
-    self.train_iter = iter(setup_lib.data_pipeline().make_train_loader(
-        config.data, global_batch_size=config.batch_size, seed=config.seed,
-        num_classes=config.model.num_classes))
+    pipeline = setup_lib.data_pipeline()
+    # uint8 batches, copied to the devices two steps ahead by a thread (its state is the consumed
+    # batch's: checkpoints resume exactly); the float augmentation runs in the step.
+    self.train_iter = pipeline.DevicePrefetcher(
+        iter(pipeline.make_train_loader(config.data, global_batch_size=config.batch_size,
+                                        seed=config.seed, num_classes=config.model.num_classes)),
+        put=lambda batch: pipeline.to_global(batch, setup.mesh), size=2)
     self.checkpointer = checkpointing.Checkpointer(
         workdir, keep=config.checkpoint.keep, asynchronous=config.checkpoint.asynchronous,
         best_metric=config.checkpoint.get('best_metric', ''))
@@ -90,9 +96,12 @@ class TrainLoop:
       self.start_step, self.state = self._restore_or_create()
       self.num_params = metrics_lib.log_parameter_overview(self.state['model'])
     logging.info('%s: %.3f M parameters.', config.model.name, self.num_params / 1e6)
-    self.train_step = ts_lib.jit_train_step(setup.graphdef, setup.shardings, setup.mesh)
+    augment = _device_augment(config)
+    self.train_step = ts_lib.jit_train_step(
+        setup.graphdef, setup.shardings, setup.mesh,
+        functools.partial(augment.train, groups=mesh_lib.batch_shards(setup.mesh)))
     self.eval_step = ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh,
-                                          config.test.aggregate)
+                                          config.test.aggregate, augment.eval_batch)
     self.eval_step_ema = _ema_eval_step(config, setup)  # None without config.ema
     self.writer = metrics_lib.create_writer(workdir)
     summaries.write_config(self.writer, config)
@@ -101,6 +110,8 @@ class TrainLoop:
         profile_steps=config.profile_steps, logdir=workdir)
     self.buffer = metrics_lib.TrainMetricsBuffer()
     self.buffer.reset_timer(self.start_step)
+    self.wait_since = time.monotonic()  # data_wait_fraction: wait / wall time since then
+    self.in_flight = None  # the metrics of the step still running on the devices
     self.preemption = checkpointing.PreemptionWatcher()
     self.validation: dict | None = None  # the latest single-view validation
     self.validation_ema: dict | None = None
@@ -152,12 +163,18 @@ class TrainLoop:
         return None
       raise
 
-  def _train_step(self, step: int, local_batch: dict) -> None:
+  def _train_step(self, step: int, batch: dict) -> None:
+    """One step on a batch already on the devices (uint8 clips and the augmentation's numbers)."""
     if step == self.start_step + 1 and self.start_step == 0:
-      summaries.write_input_clips(self.writer, step, local_batch, self.config.data,
+      first_shard = {'videos': np.asarray(batch['videos'].addressable_shards[0].data)}
+      summaries.write_input_clips(self.writer, step, first_shard, self.config.data,
                                   self.config.tensorboard.input_clips)
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      self.state, step_metrics = self.train_step(self.state, self._to_global(local_batch))
+      self.state, step_metrics = self.train_step(self.state, batch)
+    # At most one step queued behind the running one, so the time the loop then waits for the
+    # next batch is time the devices would wait too (data_wait_fraction).
+    jax.block_until_ready(self.in_flight)
+    self.in_flight = step_metrics
     self.buffer.add(step, step_metrics)
     for hook in self.hooks:
       hook(step)
@@ -171,6 +188,10 @@ class TrainLoop:
     means['learning_rate'] = float(self.setup.schedule(max(step - 1, 0) // accum))
     if 'steps_per_sec' in timing:
       means['clips_per_sec'] = timing['steps_per_sec'] * self.config.batch_size
+    now = time.monotonic()
+    means['data_wait_fraction'] = self.train_iter.take_wait_seconds() / max(now - self.wait_since,
+                                                                            1e-9)
+    self.wait_since = now
     means.update(summaries.device_memory())  # where the backend reports it
     self.writer.write_scalars(step, means)
     self.last_train = means
@@ -180,6 +201,7 @@ class TrainLoop:
     self.validated_step = step
     self.writer.write_scalars(step, self._validation_scalars())
     self.buffer.reset_timer(step)
+    self.wait_since = time.monotonic()  # the evaluation's time is not the loop's
 
   def _evaluate_both(self, which: str) -> tuple[dict, dict | None]:
     """(raw weights, EMA weights or None) on the validation or the test split."""
@@ -206,9 +228,6 @@ class TrainLoop:
                     step, self.workdir)
     return {'preempted_at_step': step}
 
-  def _to_global(self, local_batch: dict) -> dict:
-    return setup_lib.data_pipeline().to_global(local_batch, self.setup.mesh)
-
   # ------------------------------------------------------------------------------ the end
   def evaluate_at_end(self) -> None:
     """The multi-view test (config.test.at_end); a run with nothing left to train validates too."""
@@ -227,6 +246,7 @@ class TrainLoop:
   def close(self) -> None:
     """Flushes the writer and waits for the asynchronous checkpoint saves."""
     try:
+      self.train_iter.close()
       self.writer.flush()
     finally:
       self.preemption.close()
@@ -261,8 +281,16 @@ def _ema_eval_step(config, setup: setup_lib.Setup):
   """The eval step on the EMA weights, or None when the state has no EMA."""
   if not ema_lib.has_ema(setup.abstract_state):
     return None
-  return ema_lib.jit_eval_step(ts_lib.eval_step, setup.graphdef, setup.shardings, setup.mesh,
+  return ema_lib.jit_eval_step(ts_lib.with_prepared_batch(ts_lib.eval_step,
+                                                          _device_augment(config).eval_batch),
+                               setup.graphdef, setup.shardings, setup.mesh,
                                config.test.aggregate)
+
+
+def _device_augment(config):
+  """The float part of the input pipeline, compiled into the steps: normalisation, colour jitter,
+  random erasing, mixup / cutmix, label smoothing (laps_jax.data.device_augment)."""
+  return setup_lib.data_pipeline().DeviceAugment.from_config(config.data, config.model.num_classes)
 
 
 def _class_names(config) -> list[str] | None:
@@ -296,7 +324,8 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with mesh_lib.activate(setup.mesh, config.axis_rules):
     state, source, step = _state_to_evaluate(config, workdir, setup)
     logging.info('Evaluating %s', source)
-    eval_step = ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh, config.test.aggregate)
+    eval_step = ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh, config.test.aggregate,
+                                     _device_augment(config).eval_batch)
     results = {
         'model': config.model.name, 'dataset': config.data.name, 'source': source, 'step': step,
         'validation': evaluate_split(config, setup.mesh, eval_step, state, 'validation'),
