@@ -4,13 +4,16 @@ the ViT MLP and stochastic depth.
 Every parameter is created through `sharded_param`, so it carries logical axis names (metadata
 `out_sharding`, e.g. `('embed', 'mlp')`). The training loop maps those names onto mesh axes
 (`data`, `fsdp`, `tensor`) through rules in the config; outside a mesh the names are inert.
-Parameters are float32; `dtype` is the compute dtype (bfloat16 on accelerators).
+Parameters are float32; `dtype` is the compute dtype (bfloat16 on accelerators). Activations are
+pinned the same way (`constrain`): the batch over `batch` (data × fsdp), heads and the MLP width
+over `tensor`.
 """
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.core import spmd as flax_spmd
 
 Initializer = Callable[..., jax.Array]
 LogicalAxes = Sequence[str | None]
@@ -32,6 +35,26 @@ def sharded_param(rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...],
   mesh_active = not jax.sharding.get_abstract_mesh().empty
   return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=tuple(axes),
                    eager_sharding=mesh_active)
+
+
+def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
+  """Pins an activation's sharding by logical axis names, e.g. ('batch', None, None, 'mlp').
+
+  The names resolve through the active logical-axis rules (`batch` -> ('data', 'fsdp'), `heads`
+  and `mlp` -> 'tensor'); None keeps a dimension whole. Without a mesh it is the identity. Without
+  these pins XLA's propagation may follow the FSDP-sharded parameters instead of the batch and
+  all-gather whole activations.
+  """
+  if len(axes) != x.ndim:
+    raise ValueError(f'logical axes {axes} do not match the activation shape {x.shape}')
+  if jax.sharding.get_abstract_mesh().empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, flax_spmd.get_pspec(jax.P(*axes)))
+
+
+def constrain_batch(x: jax.Array, last: str | None = None) -> jax.Array:
+  """`constrain` with the leading axis over `batch`, the last over `last`, the rest whole."""
+  return constrain(x, ('batch',) + (None,) * (x.ndim - 2) + (last,))
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -79,8 +102,9 @@ class Mlp(nnx.Module):
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = self.dropout(gelu(self.fc1(x)), deterministic=not train)
-    return self.dropout(self.fc2(x), deterministic=not train)
+    """x (B, ..., C) -> (B, ..., C); the hidden (B, ..., mlp_dim) is split over `mlp` (tensor)."""
+    x = self.dropout(gelu(constrain_batch(self.fc1(x), 'mlp')), deterministic=not train)
+    return self.dropout(constrain_batch(self.fc2(x)), deterministic=not train)
 
 
 class DropPath(nnx.Module):

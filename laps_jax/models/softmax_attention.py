@@ -4,36 +4,114 @@ The q/k/v projection keeps an explicit head axis, kernel (C, 3, H, d): q, k, v a
 second and third C channels of a PyTorch `qkv` Linear (C -> 3C) and head h is channels h·d …
 (h+1)·d of each, so converting a PyTorch weight is one reshape. The output projection kernel is
 (H, d, C): heads merge head-major (channel h·d + e), as in the official code. Every attention
-problem goes through `jax.nn.dot_product_attention`, so XLA or cuDNN's fused kernel runs it.
+problem goes through `jax.nn.dot_product_attention`, so XLA or cuDNN's fused kernel runs it;
+`model.attention_impl='auto'` picks cuDNN's wherever its conditions hold (`choose_implementation`).
 """
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from flax import nnx
 
-from laps_jax.models.layers import sharded_param, trunc_normal_02, zeros
+from laps_jax.models.layers import constrain, constrain_batch, sharded_param, trunc_normal_02, zeros
 
 ATTENTION_IMPLS = ('xla', 'cudnn', 'auto')
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused (flash) attention: half precision only
+
+_logged_choices: set[tuple] = set()  # (pattern, choice, shapes): each logged once per process
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str = 'xla') -> jax.Array:
-  """Softmax attention, scale d**-0.5, no mask. q, k, v: (batch, length, H, d) -> (batch, length, H, d).
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+  """What the attention choice depends on: 'cpu' | 'cuda' (NVIDIA) | 'rocm' | 'tpu' | ..., and the
+  CUDA compute capability (major, minor) when `platform == 'cuda'`."""
+  platform: str
+  compute_capability: tuple[int, int] | None = None
 
-  `implementation`: 'xla' (everywhere), 'cudnn' (fused flash attention on NVIDIA GPUs, bf16/fp16),
-  'auto' (let JAX choose).
+
+def current_accelerator() -> Accelerator:
+  """The accelerator jit traces for (the default backend's first device)."""
+  device = jax.devices()[0]
+  if device.platform != 'gpu':
+    return Accelerator(device.platform)
+  if 'rocm' in device.client.platform_version.lower():
+    return Accelerator('rocm')
+  capability = getattr(device, 'compute_capability', None)
+  major_minor = tuple(int(x) for x in str(capability).split('.')[:2]) if capability else None
+  return Accelerator('cuda', major_minor)
+
+
+def cudnn_unsupported_reason(accelerator: Accelerator, dtype, head_dim: int, q_len: int,
+                             kv_len: int) -> str | None:
+  """Why cuDNN's fused attention cannot run this problem (None: it can).
+
+  The conditions of `jax.nn.dot_product_attention(implementation='cudnn')` in jax 0.10 for
+  attention without bias or mask: an NVIDIA GPU, bfloat16 / float16, head dim a multiple of 8 and
+  at most 128 (256 from Hopper, compute capability 9.0, on), any sequence lengths >= 1.
   """
-  if implementation not in ATTENTION_IMPLS:
-    raise ValueError(f'attention_impl must be one of {ATTENTION_IMPLS}, got {implementation!r}')
-  impl = None if implementation == 'auto' else implementation
-  return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+  if accelerator.platform != 'cuda':
+    return f'not an NVIDIA GPU (platform {accelerator.platform!r})'
+  if jnp.dtype(dtype) not in [jnp.dtype(d) for d in CUDNN_DTYPES]:
+    return f'dtype {jnp.dtype(dtype).name} (cuDNN needs bfloat16 or float16: set model.dtype)'
+  max_head_dim = 256 if (accelerator.compute_capability or (0, 0)) >= (9, 0) else 128
+  if head_dim % 8 or head_dim > max_head_dim:
+    return f'head dim {head_dim} (cuDNN needs a multiple of 8, at most {max_head_dim})'
+  if q_len < 1 or kv_len < 1:
+    return f'empty sequence (lengths {q_len}, {kv_len})'
+  return None
 
 
-def make_attend(implementation: str):
-  """`attend` with its implementation fixed, for functions that take an `attend` callable."""
+def choose_implementation(requested: str, accelerator: Accelerator, dtype, head_dim: int,
+                          q_len: int, kv_len: int) -> str:
+  """'xla' or 'cudnn' for one attention problem, from `model.attention_impl` = `requested`.
+
+  'auto': cuDNN's fused kernel wherever it can run (see `cudnn_unsupported_reason`), XLA elsewhere.
+  'cudnn': cuDNN or a ValueError that says why and names the config key. 'xla': XLA.
+  """
+  if requested not in ATTENTION_IMPLS:
+    raise ValueError(f'model.attention_impl must be one of {ATTENTION_IMPLS}, got {requested!r}')
+  if requested == 'xla':
+    return 'xla'
+  reason = cudnn_unsupported_reason(accelerator, dtype, head_dim, q_len, kv_len)
+  if requested == 'cudnn' and reason:
+    raise ValueError(f"model.attention_impl='cudnn' cannot run here: {reason}. Use "
+                     "model.attention_impl='auto' (cuDNN where it can run, XLA elsewhere) or 'xla'.")
+  return 'xla' if reason else 'cudnn'
+
+
+def _dot_product_attention(q, k, v, *, implementation: str, scale: float | None) -> jax.Array:
+  return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str = 'xla',
+           pattern: str = 'attention', scale: float | None = None) -> jax.Array:
+  """Softmax attention, no mask. q, k, v: (batch, length, H, d) -> (batch, length, H, d).
+
+  `implementation` is `model.attention_impl`: 'xla' (everywhere), 'cudnn' (fused flash attention
+  on NVIDIA GPUs, bf16/fp16), 'auto' (cuDNN wherever its conditions hold, else XLA). The choice is
+  made here, at trace time, from the platform, dtype and shapes, and logged once per `pattern`
+  (the caller's name for the token pattern: 'frame', 'leap', 'joint', 'temporal').
+  `scale`: the logit scale, d**-0.5 when None.
+  """
+  choice = choose_implementation(implementation, current_accelerator(), q.dtype, q.shape[-1],
+                                 q.shape[1], k.shape[1])
+  key = (pattern, implementation, choice, q.shape, k.shape, jnp.dtype(q.dtype).name)
+  if key not in _logged_choices:
+    _logged_choices.add(key)
+    logging.info('attention %s: model.attention_impl=%r -> %s (q %s, kv %s, %s)', pattern,
+                 implementation, choice, q.shape, k.shape, jnp.dtype(q.dtype).name)
+  pin = lambda z: constrain(z, ('batch', None, 'heads', None))  # batch over data×fsdp, heads over tensor
+  return pin(_dot_product_attention(pin(q), pin(k), pin(v), implementation=choice, scale=scale))
+
+
+def make_attend(implementation: str, pattern: str = 'attention'):
+  """`attend` with its implementation and pattern name fixed, for functions that take an
+  `attend` callable."""
   if implementation not in ATTENTION_IMPLS:
-    raise ValueError(f'attention_impl must be one of {ATTENTION_IMPLS}, got {implementation!r}')
-  return functools.partial(attend, implementation=implementation)
+    raise ValueError(f'model.attention_impl must be one of {ATTENTION_IMPLS}, got {implementation!r}')
+  return functools.partial(attend, implementation=implementation, pattern=pattern)
 
 
 class QKVProjection(nnx.Module):
@@ -51,6 +129,7 @@ class QKVProjection(nnx.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     qkv = jnp.einsum('...c,cshd->...shd', x.astype(self.dtype), self.kernel[...].astype(self.dtype))
     qkv = qkv + self.bias[...].astype(self.dtype)
+    qkv = constrain(qkv, ('batch',) + (None,) * (qkv.ndim - 3) + ('heads', None))  # (B, ..., 3, H, d)
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
 
@@ -66,4 +145,4 @@ class HeadsOutProjection(nnx.Module):
 
   def __call__(self, o: jax.Array) -> jax.Array:
     y = jnp.einsum('...hd,hdc->...c', o.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    return y + self.bias[...].astype(self.dtype)
+    return constrain_batch(y + self.bias[...].astype(self.dtype))

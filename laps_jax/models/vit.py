@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, compute_dtype, drop_path_rates,
-                                    sharded_param, trunc_normal_02, zeros)
+from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, compute_dtype, constrain_batch,
+                                    drop_path_rates, sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.leap_attention import leap_attention, leap_step
 from laps_jax.models.periodic_shift import periodic_shift
 from laps_jax.models.registry import SizeVariants, register
@@ -123,7 +123,7 @@ class VideoSelfAttention(nnx.Module):
     self.pattern = pattern
     self.leap_level = leap_level
     self.shift_div = shift_div
-    self.attend = make_attend(attention_impl)
+    self.attend = make_attend(attention_impl, pattern)
     self.qkv = QKVProjection(hidden_size, num_heads, dtype=dtype, rngs=rngs)
     self.proj = HeadsOutProjection(num_heads, head_dim, hidden_size, dtype=dtype, rngs=rngs,
                                    kernel_init=zeros if zero_init_out else trunc_normal_02)
@@ -239,7 +239,8 @@ class VideoViT(nnx.Module):
                       dropout_rate=config.dropout_rate, drop_path_rate=rate, dtype=dtype, rngs=rngs)
         for (pattern, level, shift_div), rate in zip(block_patterns(config), rates)])
     self.norm = LayerNorm(c, epsilon=LAYER_NORM_EPS, rngs=rngs)
-    self.head = Linear(c, config.num_classes, axes=('embed', 'classes'), dtype=dtype, rngs=rngs,
+    # the classifier runs in float32 whatever the compute dtype, so logits and loss are float32
+    self.head = Linear(c, config.num_classes, axes=('embed', 'classes'), dtype=jnp.float32, rngs=rngs,
                        kernel_init=zeros)
 
   def frame_logits(self, videos: jax.Array, train: bool = False) -> jax.Array:
@@ -247,10 +248,11 @@ class VideoViT(nnx.Module):
     b, t = videos.shape[:2]
     if t != self.num_frames:
       raise ValueError(f'the model was built for num_frames={self.num_frames}, got a clip of {t} frames')
-    tokens = self.patch_embed(videos.reshape(b * t, *videos.shape[2:]))  # (B·T, N, C)
+    frames = constrain_batch(videos.reshape(b * t, *videos.shape[2:]))  # (B·T, H, W, 3)
+    tokens = constrain_batch(self.patch_embed(frames))  # (B·T, N, C)
     cls = jnp.broadcast_to(self.cls_token[...].astype(self.dtype), (b * t, 1, tokens.shape[-1]))
     x = jnp.concatenate([cls, tokens], axis=1) + self.pos_embed[...].astype(self.dtype)
-    x = x.reshape(b, t, *x.shape[1:])  # (B, T, 1 + N, C)
+    x = constrain_batch(x.reshape(b, t, *x.shape[1:]))  # (B, T, 1 + N, C): the batch over data × fsdp
     if self.time_embed is not None:
       x = x + self.time_embed[...].astype(self.dtype)
     x = self.embed_dropout(x, deterministic=not train)
@@ -259,8 +261,9 @@ class VideoViT(nnx.Module):
         x = nnx.remat(lambda blk, y: blk(y, train))(block, x)
       else:
         x = block(x, train)
+      x = constrain_batch(x)
     cls_out = self.norm(x[:, :, 0])  # (B, T, C)
-    return self.head(cls_out).astype(jnp.float32)
+    return constrain_batch(self.head(cls_out.astype(jnp.float32)))
 
   def __call__(self, videos: jax.Array, train: bool = False) -> jax.Array:
     return self.frame_logits(videos, train).mean(axis=1)
