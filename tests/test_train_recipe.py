@@ -192,3 +192,17 @@ def test_per_class_table_and_device_memory(monkeypatch):
   monkeypatch.setattr(jax, 'local_devices', lambda: [Device({'bytes_in_use': 3 << 30,
                                                               'peak_bytes_in_use': 5 << 29})])
   assert summaries.device_memory() == {'memory/bytes_in_use_gib': 3.0, 'memory/peak_bytes_in_use_gib': 2.5}
+
+
+def test_layer_rates_are_logged_once(caplog):
+  config = make_tiny_config('unused')
+  config.optimizer.layer_decay = 0.5
+  tx, _ = optimizer_lib.make_optimizer(config, updates_per_epoch=1, total_updates=1)
+  model = nnx.eval_shape(lambda: models.build(config.model, nnx.Rngs(0)))
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  with caplog.at_level('INFO'):
+    tx.init(params)
+    tx.init(params)  # the abstract state, then the real one
+  logged = [r.getMessage() for r in caplog.records if 'Layer-wise' in r.getMessage()]
+  assert len(logged) == 1
+  assert 'lr x 0.125' in logged[0] and 'layer   3 (      head)' in logged[0]  # 0.5^3, the head x 1

@@ -136,3 +136,22 @@ def test_tensorboard_holds_images_texts_and_norms(recipe_run):
   table = tensor_util.make_ndarray(tensor).item().decode()
   assert plugin == 'text' and table.count('\n') == 2 + config.model.num_classes - 1
   assert 'test_ema_per_class_top1' in events
+
+
+def test_the_videomae_recipe_runs_on_a_tiny_model(tiny_config, tmp_path):
+  """configs/laps_vitb.py's videomae_recipe on the tiny model: AdamW with layer decay, mixup /
+  cutmix, RandAugment, random erasing, 2 repeats, EMA and the best EMA checkpoint, through the loop."""
+  import importlib.util
+  from conftest import REPO
+  spec = importlib.util.spec_from_file_location('laps_vitb', os.path.join(REPO, 'configs', 'laps_vitb.py'))
+  laps_vitb = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(laps_vitb)
+  config = tiny_config()
+  laps_vitb.videomae_recipe(config)
+  config.batch_size, config.optimizer.grad_accum_steps = 8, 2  # 4 videos x 2 repeats per step
+  config.total_steps, config.eval.every_steps = 4, 2
+  config.ema.decay = 0.5
+  results = trainer.run(config, str(tmp_path / 'run'))
+  assert results['step'] == 4 and np.isfinite(results['train']['loss'])
+  assert results['validation_ema']['count'] == results['validation']['count']
+  assert results['best_checkpoint_step'] in (2, 4)
