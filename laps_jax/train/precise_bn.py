@@ -15,7 +15,7 @@ statistics are taken over the global batch (synchronised BatchNorm, models/batch
 without BatchNorm is left as it is. Parameters, optimizer state and RNG state do not change.
 """
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jax
 from flax import nnx
@@ -27,9 +27,13 @@ def has_batch_norm(model: nnx.Module) -> bool:
   return any(isinstance(node, BatchNorm) for _, node in nnx.iter_graph(model))
 
 
-def _batch_statistics_fn(graphdef):
-  """jit(state, videos) -> the BatchStat state holding this batch's mean / unbiased variance."""
-  def statistics(state, videos):
+def _batch_statistics_fn(graphdef, prepare: Callable | None):
+  """jit(state, batch) -> the BatchStat state holding this batch's mean / unbiased variance."""
+  def statistics(state, batch):
+    if prepare is not None:
+      videos = prepare(batch)
+    else:
+      videos = batch['videos'] if isinstance(batch, dict) else batch
     model = nnx.merge(graphdef, state)
     model.set_attributes(BatchNorm, momentum=1.0, raise_if_not_found=False)
     model(videos, train=True)
@@ -37,24 +41,25 @@ def _batch_statistics_fn(graphdef):
   return jax.jit(statistics)
 
 
-def update_batch_norm_statistics(model: nnx.Module, batches: Iterable, num_batches: int) -> int:
+def update_batch_norm_statistics(model: nnx.Module, batches: Iterable, num_batches: int,
+                                 prepare: Callable | None = None) -> int:
   """Sets every BatchNorm's running averages of `model` (in place) to the mean, over the first
   `num_batches` of `batches`, of the batch statistics its layers see in training mode.
 
   batches: yields dicts with 'videos' float[B, T, H, W, 3] (global arrays on the mesh) or the
-  arrays themselves. Returns the number of batches used (fewer if `batches` runs out; 0 leaves
-  the model unchanged).
+  arrays themselves; `prepare(batch) -> videos`, if given, runs first inside the compiled pass
+  (the trainer's on-device augmentation of uint8 batches). Returns the number of batches used
+  (fewer if `batches` runs out; 0 leaves the model unchanged).
   """
   if num_batches <= 0 or not has_batch_norm(model):
     return 0
   graphdef, state = nnx.split(model)
-  statistics = _batch_statistics_fn(graphdef)
+  statistics = _batch_statistics_fn(graphdef, prepare)
   average, used = None, 0
   for batch in batches:
     if used == num_batches:
       break
-    videos = batch['videos'] if isinstance(batch, dict) else batch
-    current = statistics(state, videos)
+    current = statistics(state, batch)
     used += 1
     if average is None:
       average = current
@@ -74,10 +79,10 @@ def due(step: int, steps_per_epoch: float, every_epochs: int) -> bool:
   return epoch > before and epoch % every_epochs == 0
 
 
-def update_train_state(graphdef, state: nnx.State, shardings, batches: Iterable, num_batches: int
-                       ) -> tuple[nnx.State, int]:
+def update_train_state(graphdef, state: nnx.State, shardings, batches: Iterable, num_batches: int,
+                       prepare: Callable | None = None) -> tuple[nnx.State, int]:
   """Precise BN on the model of a split train state (`nnx.split(TrainState)`): returns the new
   state, placed on `shardings` (the train step's), and the number of batches used."""
   train_state = nnx.merge(graphdef, state)
-  used = update_batch_norm_statistics(train_state.model, batches, num_batches)
+  used = update_batch_norm_statistics(train_state.model, batches, num_batches, prepare)
   return jax.device_put(nnx.state(train_state), shardings), used

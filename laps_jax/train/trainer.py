@@ -28,6 +28,7 @@ from laps_jax.train import ema as ema_lib
 from laps_jax.train import evaluate as evaluate_lib
 from laps_jax.train import mesh as mesh_lib
 from laps_jax.train import metrics as metrics_lib
+from laps_jax.train import precise_bn
 from laps_jax.train import setup as setup_lib
 from laps_jax.train import summaries
 from laps_jax.train import train_state as ts_lib
@@ -141,6 +142,9 @@ class TrainLoop:
       is_last = step == total_steps
       if _due(step, config.log_every_steps) or is_last:
         self._write_train_metrics(step)
+      if self._precise_bn_due(step, is_last):
+        with self.report_progress.timed('precise_bn'):
+          self._precise_bn(step)
       if _due(step, config.eval.every_steps) or is_last:
         with self.report_progress.timed('eval'):
           self._validate(step)
@@ -195,6 +199,26 @@ class TrainLoop:
     means.update(summaries.device_memory())  # where the backend reports it
     self.writer.write_scalars(step, means)
     self.last_train = means
+
+  def _precise_bn_due(self, step: int, is_last: bool) -> bool:
+    pbn = self.config.get('precise_bn')
+    return bool(pbn and pbn.num_batches > 0 and
+                (is_last or precise_bn.due(step, self.setup.steps_per_epoch, pbn.every_epochs)))
+
+  def _precise_bn(self, step: int) -> None:
+    """Recomputes the BatchNorm running averages from `config.precise_bn.num_batches` batches of
+    a second training loader (the train iterator keeps its position; train/precise_bn.py)."""
+    config, pipeline, setup = self.config, setup_lib.data_pipeline(), self.setup
+    loader = pipeline.make_train_loader(config.data, global_batch_size=config.batch_size,
+                                        seed=config.seed + step, num_classes=config.model.num_classes)
+    batches = (pipeline.to_global(batch, setup.mesh) for batch in loader)
+    augment, groups = _device_augment(config), mesh_lib.batch_shards(setup.mesh)
+    with mesh_lib.activate(setup.mesh, config.axis_rules):
+      self.state, used = precise_bn.update_train_state(
+          setup.graphdef, self.state, setup.shardings, batches, config.precise_bn.num_batches,
+          prepare=lambda batch: augment.train(batch, groups=groups)['videos'])
+    batches.close()  # ends the loader (and its workers) now
+    logging.info('Precise BN at step %d: BatchNorm statistics of %d training batches.', step, used)
 
   def _validate(self, step: int) -> None:
     self.validation, self.validation_ema = self._evaluate_both('validation')
