@@ -100,7 +100,8 @@ def load_model(directory: str, *, seed: int = 0) -> tuple[nnx.Module, ml_collect
   Non-parameter state (dropout RNG streams) is fresh from `seed`.
   """
   from laps_jax import models  # pylint: disable=g-import-not-at-top  (models import jax config)
-  config = load_config(directory)
+  # An export of an older version may lack keys added since (their defaults keep its behaviour).
+  config = models.typed_config(load_config(directory), fill_missing=True).to_config_dict()
   params = load_params(directory)
   model = models.build(config, nnx.Rngs(params=seed, dropout=seed + 1))
   assign_params(model, params)

@@ -91,3 +91,13 @@ def test_a_toy_family_is_one_file_and_a_config_entry(tiny_config, tmp_path):
   results = trainer.run(config, str(tmp_path))
   assert results['step'] == 2 and 0 <= results['validation']['top1'] <= 1
   assert isinstance(models.build(config.model, nnx.Rngs(0)), toy_model_family.ToyMeanModel)
+
+
+def test_an_older_export_without_a_newer_key_still_loads():
+  """An export's model_config.json written before a key existed: the key's default fills in
+  (run configs stay strict)."""
+  config = ViTConfig.variant('Mu/8', name='laps', image_size=16).to_config_dict().to_dict()
+  del config['drop_path_rate']
+  with pytest.raises(ValueError, match=r"missing keys \['drop_path_rate'\]"):
+    models.typed_config(config)
+  assert models.typed_config(config, fill_missing=True).drop_path_rate == 0.0

@@ -18,6 +18,7 @@ import typing
 from typing import Any, Callable, Mapping
 
 import ml_collections
+from absl import logging
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +86,15 @@ def _as_mapping(config) -> Mapping[str, Any]:
   return dict(config)
 
 
-def typed_config(config) -> Any:
+def typed_config(config, *, fill_missing: bool = False) -> Any:
   """`config` (the `model` part of a run config: a ConfigDict, a dict, or already the family's
   dataclass) as its family's frozen dataclass. Raises ValueError naming every missing or unknown
-  key, and whatever the dataclass's own checks raise."""
+  key, and whatever the dataclass's own checks raise.
+
+  fill_missing: take the dataclass default for a missing key (logged) instead of failing. For
+  model configs written by an older version (an export's model_config.json), where a key added
+  since has a default that keeps the old behaviour; run configs stay strict.
+  """
   if dataclasses.is_dataclass(config) and not isinstance(config, type):
     return config
   mapping = _as_mapping(config)
@@ -97,13 +103,23 @@ def typed_config(config) -> Any:
   family_ = family(mapping['name'])
   expected, present = set(family_.keys), set(mapping)
   problems = []
-  if missing := sorted(expected - present):
+  missing = sorted(expected - present)
+  if missing and fill_missing:
+    logging.warning('model config for name=%r has no %s; using the defaults of %s', mapping['name'],
+                    missing, family_.config_class.__name__)
+    missing = [key for key in missing if not _has_default(family_.config_class, key)]
+  if missing:
     problems.append(f'missing keys {missing}')
   if unknown := sorted(present - expected):
     problems.append(f'unknown keys {unknown}')
   if problems:
     raise ValueError(f'model config for name={mapping["name"]!r}: ' + '; '.join(problems))
   return family_.config_class(**{key: _plain(value) for key, value in mapping.items()})
+
+
+def _has_default(config_class: type, key: str) -> bool:
+  field = {f.name: f for f in dataclasses.fields(config_class)}[key]
+  return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
 
 
 def to_config_dict(typed) -> ml_collections.ConfigDict:
