@@ -320,8 +320,10 @@ def decoder_table(source, c, num_clips: int, seed: int = 1) -> dict:
       'PIL + draft (DCT-scaled)': lambda d, s: pil(d, s, True),
       'OpenCV imdecode': lambda d, s: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR_RGB),
       'simplejpeg': lambda d, s: simplejpeg.decode_jpeg(d),
-      'simplejpeg, DCT-scaled (ours)': lambda d, s: simplejpeg.decode_jpeg(
+      'simplejpeg, DCT-scaled, any factor': lambda d, s: simplejpeg.decode_jpeg(
           d, min_height=s[0], min_width=s[1]),
+      'simplejpeg, DCT-scaled by 2, 4, 8 (ours)': lambda d, s: simplejpeg.decode_jpeg(
+          d, min_height=s[0], min_width=s[1], min_factor=2),
   }
   results = {}
   for name, decode in decoders.items():
@@ -427,7 +429,8 @@ def prepare_footage(workdir: str, tag: str, args, height: int, width: int, kbps:
   manual = os.path.join(workdir, f'manual_{tag}')
   data_dir = os.path.join(workdir, f'data_{tag}')
   t0 = time.perf_counter()
-  if os.path.isdir(manual):   # a --workdir of an earlier run: its videos are reused
+  reused = os.path.isdir(manual)
+  if reused:   # a --workdir of an earlier run: its videos (and prepared data) are reused
     mp4_mb = folder_mb(os.path.join(manual, 'train'))
   else:
     mp4_mb = write_kinetics_dir(manual, num_videos, args.seconds, args.fps, height, width,
@@ -436,7 +439,8 @@ def prepare_footage(workdir: str, tag: str, args, height: int, width: int, kbps:
   builder = prepare.prepare('kinetics400', data_dir, manual, strict_num_classes=False)
   t2 = time.perf_counter()
   return dict(manual=manual, data_dir=data_dir, mp4_mb=mp4_mb,
-              prepared_mb=folder_mb(str(builder.data_path)), write_s=t1 - t0, prepare_s=t2 - t1,
+              prepared_mb=folder_mb(str(builder.data_path)), write_s=t1 - t0,
+              prepare_s=None if reused else t2 - t1,
               num_videos=num_videos, size=f'{width}x{height}', kbps=kbps,
               num_classes=len(builder.info.features['label'].names))
 
@@ -534,7 +538,8 @@ def main(argv=None) -> None:
     lines += ['', 'Data: ' + '; '.join(
         f"{names[t]}: {f['num_videos']} clips of {args.seconds:g} s, x264 {f['kbps']} kbit/s, "
         f"mp4 {f['mp4_mb']:.1f} MB, prepared {f['prepared_mb']:.1f} MB "
-        f"({f['prepared_mb'] / f['mp4_mb']:.1f}x; built in {f['prepare_s']:.0f} s)"
+        f"({f['prepared_mb'] / f['mp4_mb']:.1f}x"
+        + (f"; prepared in {f['prepare_s']:.0f} s)" if f['prepare_s'] is not None else ')')
         for t, f in footage.items()) + f'. Whole run {time.perf_counter() - started:.0f} s.']
     if memory:
       computed = memory['computed']

@@ -9,7 +9,10 @@ the module that holds their function (`video_decode`, `synthetic_motion`), never
     preparation, the skip list).
   - `kinetics`, `ssv2`, `synthetic_motion`: the datasets; `registry`: name -> builder class.
   - `prepare`: `python -m laps_jax.data.prepare --dataset=NAME --manual_dir=DIR --data_dir=DIR`.
-  - `sampling`, `augment`, `mixup`: what the pipeline does to one clip / one batch.
+  - `frame_records`: the stored layout of builder 2.0.0 (one ArrayRecord record per frame).
+  - `sampling`, `augment`, `mixup`: what the pipeline does to one clip / one batch on the host
+    (uint8, plus the random numbers of the float augmentation); `device_augment`: the float
+    augmentation inside the jitted steps.
   - `data_config` (the `config.data` keys), `datasets` (prepared data, generated under a lock),
     `transforms` (grain transforms), `loaders` (grain DataLoaders), `iterator_checkpoint` (Orbax
     args of the train iterator), `to_device` (`to_global`);

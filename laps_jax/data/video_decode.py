@@ -199,16 +199,17 @@ def decode_jpeg_stack(frames: Sequence[bytes], indices: Sequence[int],
   """Decodes frames[indices] (all of one size) -> uint8[len(indices), h, w, 3] RGB.
 
   min_size: optional (height, width) the caller will resize to; the JPEGs are then decoded in the
-  DCT domain at the smallest 1/1, 1/2, 1/4 or 1/8 scale whose size is still >= min_size (h, w
-  are that size). Each frame is decoded straight into its slot of the output array.
+  DCT domain at the smallest of the 1/1, 1/2, 1/4 and 1/8 scales whose size is still >= min_size
+  (h, w are that size). Each frame is decoded straight into its slot of the output array.
   """
   min_h, min_w = min_size if min_size is not None else (0, 0)
-  height, width, _, _ = simplejpeg.decode_jpeg_header(frames[int(indices[0])], min_height=min_h,
-                                                      min_width=min_w)
+  # Only the power-of-two scales: libjpeg-turbo's in-between ones (7/8, 3/4, ...) decode slower
+  # than the full size (experiments/data_throughput.py).
+  scale = dict(min_height=min_h, min_width=min_w, min_factor=2)
+  height, width, _, _ = simplejpeg.decode_jpeg_header(frames[int(indices[0])], **scale)
   out = np.empty((len(indices), height, width, 3), np.uint8)
   for slot, i in enumerate(indices):
-    simplejpeg.decode_jpeg(frames[int(i)], colorspace='RGB', min_height=min_h, min_width=min_w,
-                           buffer=out[slot])
+    simplejpeg.decode_jpeg(frames[int(i)], colorspace='RGB', buffer=out[slot], **scale)
   return out
 
 
@@ -216,12 +217,14 @@ def resize_stack(frames: np.ndarray, size: tuple[int, int], flip: bool = False) 
   """uint8[N, h, w, 3] (a view is fine) -> uint8[N, height, width, 3] with size = (height, width),
   mirrored left-right when `flip`.
 
-  Area averaging when shrinking (no aliasing), bilinear when enlarging (OpenCV, pixel centres
-  aligned as in PIL and tf.image).
+  Bilinear (OpenCV, pixel centres aligned as in PIL and tf.image), or area averaging when
+  shrinking by 2 or more, where bilinear would skip pixels and alias. After the power-of-two DCT
+  downscaling of `decode_jpeg_stack` what is left is less than 2; there, OpenCV's area filter costs
+  ~6x the bilinear one and changes little.
   """
   height, width = size
   out = np.empty((len(frames), height, width, 3), np.uint8)
-  shrink = height < frames.shape[1] and width < frames.shape[2]
+  shrink = frames.shape[1] >= 2 * height and frames.shape[2] >= 2 * width
   interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
   for slot, frame in enumerate(frames):
     if frame.shape[:2] == (height, width):
