@@ -3,7 +3,10 @@ r"""The embedded demo: a tiny model on the generated `synthetic_motion` dataset 
   python main.py --config=configs/demo.py --workdir=/tmp/demo              # LAPS
   python main.py --config=configs/demo.py:model=vit2d --workdir=/tmp/demo2d
 
-Variants (`:model=...`): laps (default) | vit2d | joint | divided | lvt.
+Variants (`:model=...`): laps (default) | vit2d | joint | divided | lvt | visformer (Visformer
+LAPS at its 'Mu' size: width 32, two blocks per stage; its 2D baseline is
+`--config.model.leap_levels='((None,), (None,))' --config.model.shift_div=0`; measured: 100 %
+validation top-1 against 17.9 % for its 2D baseline, ~15 min each).
 The dataset's classes differ only in the order of events (laps_jax/data/synthetic_motion.py), so
 LAPS, joint and LVT reach 100 % validation top-1 (LVT in ~13 min), divided ~50 % after the same 8
 epochs, while the per-frame vit2d stays at chance (1/6): see README.md for the measured runs.
@@ -14,9 +17,10 @@ The model is the paper configs' family at the CPU-sized 'Mu' size (width 64, 4 b
 """
 from configs import common
 from laps_jax.models.lvt import LVTConfig
+from laps_jax.models.visformer import VisformerConfig
 from laps_jax.models.vit import ViTConfig
 
-MODELS = ('laps', 'vit2d', 'joint', 'divided', 'lvt')
+MODELS = ('laps', 'vit2d', 'joint', 'divided', 'lvt', 'visformer')
 
 
 def demo_model(name: str):
@@ -24,6 +28,8 @@ def demo_model(name: str):
   shared = dict(image_size=32, num_frames=8, num_classes=6, attention_impl='xla', dtype='float32')
   if name == 'lvt':
     return LVTConfig.variant('Mu', **shared)
+  if name == 'visformer':
+    return VisformerConfig.variant('Mu', **shared)
   return ViTConfig.variant('Mu/8', name=name, **shared)
 
 

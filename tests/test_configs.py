@@ -17,7 +17,7 @@ TOP_LEVEL_KEYS = {'mode', 'seed', 'init_from', 'model', 'data', 'batch_size', 'n
                   'tensorboard', 'precise_bn'}
 VARIANTS = [
     ('demo', None), ('demo', 'model=vit2d'), ('demo', 'model=joint'), ('demo', 'model=divided'),
-    ('demo', 'model=lvt'),
+    ('demo', 'model=lvt'), ('demo', 'model=visformer'),
     ('laps_vitb', None), ('laps_vitb', 'res=384'), ('laps_vitb', 'recipe=videomae'),
     ('laps_vitb', 'res=384,recipe=videomae'),
     ('lvt', None), ('lvt', 'dataset=kinetics600'), ('lvt', 'dataset=ssv2'),
