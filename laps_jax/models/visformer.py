@@ -95,8 +95,9 @@ class VisformerConfig(SizeVariants):
       raise ValueError(f"VisformerConfig.name must be 'visformer', got {self.name!r}")
     if len(self.stage_depths) != 3:
       raise ValueError(f'model.stage_depths must have 3 entries, got {self.stage_depths}')
-    if self.image_size % 8:
-      raise ValueError(f'model.image_size {self.image_size} must be divisible by 8 (stem /2, patch 4)')
+    if self.image_size % 8 or self.image_size < 32:
+      raise ValueError(f'model.image_size {self.image_size} must be divisible by 8 (stem /2, patch 4) '
+                       'and at least 32 (a 1x1 grid in stage 3)')
     if self.hidden_size % 2 or self.hidden_size % self.num_heads:
       raise ValueError(f'model.hidden_size {self.hidden_size} must be even and divisible by '
                        f'num_heads {self.num_heads}')
