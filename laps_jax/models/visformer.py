@@ -36,6 +36,8 @@ The official ablations are settings of the one name 'visformer' (all share one p
   PlainShift (models_plain_shift.py)  shift_kind='plain', leap_levels=((None,), (None,)),
                                   shift_div=4: one shift over width // 4 channels of the merged
                                   heads (not per head)
+(Base3D and PlainShift scale q·kᵀ by head_dim**-0.5 in one go in the official code: the same
+product as the split scale used here for every setting.)
 """
 import dataclasses
 
