@@ -170,20 +170,28 @@ def test_iterator_state_resumes_exactly(data_dir):
   assert_same_batches(take(fresh, 4), expected)
 
 
-def test_orbax_checkpoint_of_the_iterator_with_a_worker_process(data_dir, tmp_path):
-  """The worker path (num_workers=1) and the Orbax args the trainer uses."""
+def orbax_round_trip(make, directory: str, consumed: int, count: int):
+  """(the `count` batches after `consumed` ones, those a fresh `make()` restored from an Orbax
+  checkpoint taken there gives), with the Orbax args the trainer uses."""
   import orbax.checkpoint as ocp
+  iterator = make()
+  take(iterator, consumed)
+  with ocp.CheckpointManager(directory) as manager:
+    manager.save(consumed, args=ocp.args.Composite(data_iter=pipeline.iterator_save_args(iterator)))
+    manager.wait_until_finished()
+    expected = take(iterator, count)
+    fresh = make()
+    manager.restore(consumed,
+                    args=ocp.args.Composite(data_iter=pipeline.iterator_restore_args(fresh)))
+  return expected, take(fresh, count)
+
+
+def test_orbax_checkpoint_of_the_iterator_with_a_worker_process(data_dir, tmp_path):
+  """The worker path (num_workers=1)."""
   c = config(data_dir, num_workers=1, prefetch=2, flip=True)
   make = lambda: iter(pipeline.make_train_loader(c, global_batch_size=8, seed=5, num_classes=6))
-  iterator = make()
-  take(iterator, 2)
-  with ocp.CheckpointManager(str(tmp_path / 'ckpt')) as manager:
-    manager.save(2, args=ocp.args.Composite(data_iter=pipeline.iterator_save_args(iterator)))
-    manager.wait_until_finished()
-    expected = take(iterator, 3)
-    fresh = make()
-    manager.restore(2, args=ocp.args.Composite(data_iter=pipeline.iterator_restore_args(fresh)))
-  assert_same_batches(take(fresh, 3), expected)
+  expected, restored = orbax_round_trip(make, str(tmp_path / 'ckpt'), 2, 3)
+  assert_same_batches(restored, expected)
   # Same batches as the in-process loader: workers change where the work runs, not the data.
   in_process = iter(pipeline.make_train_loader(config(data_dir, flip=True), global_batch_size=8,
                                                seed=5, num_classes=6))
@@ -192,22 +200,15 @@ def test_orbax_checkpoint_of_the_iterator_with_a_worker_process(data_dir, tmp_pa
 
 def test_device_prefetcher_saves_the_consumed_position(data_dir, tmp_path):
   """Made-ahead batches are not lost: the checkpoint holds the position after the consumed one."""
-  import orbax.checkpoint as ocp
   c = config(data_dir, flip=True, color_jitter=0.5)
-  make = lambda: pipeline.DevicePrefetcher(
+  made = []
+  make = lambda: made.append(pipeline.DevicePrefetcher(
       iter(pipeline.make_train_loader(c, global_batch_size=8, seed=7, num_classes=6)),
-      put=lambda batch: batch, size=2)
-  prefetcher = make()
-  take(prefetcher, 3)
-  with ocp.CheckpointManager(str(tmp_path / 'ckpt')) as manager:
-    manager.save(3, args=ocp.args.Composite(data_iter=pipeline.iterator_save_args(prefetcher)))
-    manager.wait_until_finished()
-    expected = take(prefetcher, 3)
-    fresh = make()
-    manager.restore(3, args=ocp.args.Composite(data_iter=pipeline.iterator_restore_args(fresh)))
-  assert_same_batches(take(fresh, 3), expected)
-  prefetcher.close()
-  fresh.close()
+      put=lambda batch: batch, size=2)) or made[-1]
+  expected, restored = orbax_round_trip(make, str(tmp_path / 'ckpt'), 3, 3)
+  assert_same_batches(restored, expected)
+  for prefetcher in made:
+    prefetcher.close()
 
 
 # ----------------------------------------------------------------------------------------------
