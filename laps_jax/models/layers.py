@@ -52,6 +52,27 @@ def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, flax_spmd.get_pspec(jax.P(*axes)))
 
 
+def at_use(param: nnx.Param, dtype=None) -> jax.Array:
+  """A parameter's value as the computation uses it: cast to `dtype`, then whole along the mesh axes
+  the batch is split over and still split over the others (`tensor`).
+
+  With FSDP this is where the parameter is all-gathered, in the compute dtype; its gradient flows
+  back through the same constraint, so it is reduced over the batch shards and re-split like the
+  parameter. Without the pin XLA may gather activations (e.g. the logits' gradient) instead.
+  """
+  value = param[...] if dtype is None else param[...].astype(dtype)
+  axes = param.get_metadata().get('out_sharding')
+  if not axes or jax.sharding.get_abstract_mesh().empty:
+    return value
+  as_tuple = lambda entry: entry if isinstance(entry, tuple) else (() if entry is None else (entry,))
+  batch_axes = set(as_tuple(flax_spmd.get_pspec(jax.P('batch'))[0]))
+  spec = []
+  for entry in flax_spmd.get_pspec(jax.P(*axes)):
+    kept = tuple(a for a in as_tuple(entry) if a not in batch_axes)
+    spec.append(None if not kept else kept[0] if len(kept) == 1 else kept)
+  return jax.lax.with_sharding_constraint(value, jax.P(*spec))
+
+
 def constrain_batch(x: jax.Array, last: str | None = None) -> jax.Array:
   """`constrain` with the leading axis over `batch`, the last over `last`, the rest whole."""
   return constrain(x, ('batch',) + (None,) * (x.ndim - 2) + (last,))
@@ -75,7 +96,7 @@ class LayerNorm(nnx.Module):
     mean = x32.mean(-1, keepdims=True)
     var = jnp.square(x32 - mean).mean(-1, keepdims=True)
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
-    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+    return (y * at_use(self.scale) + at_use(self.bias)).astype(x.dtype)
 
 
 class Linear(nnx.Module):
@@ -89,8 +110,11 @@ class Linear(nnx.Module):
     self.bias = sharded_param(rngs, bias_init, (out_features,), (axes[1],))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.einsum('...i,io->...o', x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    return y + self.bias[...].astype(self.dtype)
+    kernel = at_use(self.kernel, self.dtype)
+    # flattened to one (tokens, in) x (in, out) matmul: with several contracting dims in the
+    # weight gradient XLA:CPU transposes the activations first (experiments/xla_cpu_repro.py)
+    y = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ kernel
+    return y.reshape(*x.shape[:-1], kernel.shape[-1]) + at_use(self.bias, self.dtype)
 
 
 class Mlp(nnx.Module):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from absl import logging
 from flax import nnx
 
-from laps_jax.models.layers import constrain, constrain_batch, sharded_param, trunc_normal_02, zeros
+from laps_jax.models.layers import at_use, constrain, constrain_batch, sharded_param, trunc_normal_02, zeros
 
 ATTENTION_IMPLS = ('xla', 'cudnn', 'auto')
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused (flash) attention: half precision only
@@ -81,7 +81,22 @@ def choose_implementation(requested: str, accelerator: Accelerator, dtype, head_
   return 'xla' if reason else 'cudnn'
 
 
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+  """softmax(q·kᵀ · scale) · v written out, logits and softmax in float32. (b, len, H, d) -> same.
+
+  The same function as `jax.nn.dot_product_attention(implementation='xla')`, without its
+  grouped-query reshapes: on XLA:CPU this step's forward + backward is faster
+  (experiments/xla_cpu_repro.py).
+  """
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum('bhqk,bkhd->bqhd', probs, v)
+
+
 def _dot_product_attention(q, k, v, *, implementation: str, scale: float | None) -> jax.Array:
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  if implementation == 'xla':
+    return xla_attention(q, k, v, scale)
   return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
 
 
@@ -127,8 +142,10 @@ class QKVProjection(nnx.Module):
     self.bias = sharded_param(rngs, zeros, (3, num_heads, head_dim), (None, 'heads', 'kv'))
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    qkv = jnp.einsum('...c,cshd->...shd', x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    qkv = qkv + self.bias[...].astype(self.dtype)
+    kernel = at_use(self.kernel, self.dtype)  # (C, 3, H, d)
+    # one (tokens, C) x (C, 3·H·d) matmul: a single contracting dim, so XLA needs no transposes
+    qkv = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ kernel.reshape(kernel.shape[0], -1)
+    qkv = qkv.reshape(*x.shape[:-1], *kernel.shape[1:]) + at_use(self.bias, self.dtype)
     qkv = constrain(qkv, ('batch',) + (None,) * (qkv.ndim - 3) + ('heads', None))  # (B, ..., 3, H, d)
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
@@ -144,5 +161,8 @@ class HeadsOutProjection(nnx.Module):
     self.bias = sharded_param(rngs, zeros, (hidden_size,), ('embed',))
 
   def __call__(self, o: jax.Array) -> jax.Array:
-    y = jnp.einsum('...hd,hdc->...c', o.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    return constrain_batch(y + self.bias[...].astype(self.dtype))
+    kernel = at_use(self.kernel, self.dtype)  # (H, d, C)
+    h, d, c = kernel.shape
+    # (tokens, H·d) x (H·d, C): head-major merge (channel h·d + e), one contracting dim
+    y = o.reshape(-1, h * d).astype(self.dtype) @ kernel.reshape(h * d, c)
+    return constrain_batch(y.reshape(*o.shape[:-2], c) + at_use(self.bias, self.dtype))

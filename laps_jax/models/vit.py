@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, compute_dtype, constrain_batch,
-                                    drop_path_rates, sharded_param, trunc_normal_02, zeros)
+from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, at_use, compute_dtype,
+                                    constrain_batch, drop_path_rates, sharded_param, trunc_normal_02,
+                                    zeros)
 from laps_jax.models.leap_attention import leap_attention, leap_step
 from laps_jax.models.periodic_shift import periodic_shift
 from laps_jax.models.registry import SizeVariants, register
@@ -84,7 +85,7 @@ class ViTConfig(SizeVariants):
 
 
 class PatchEmbedding(nnx.Module):
-  """Non-overlapping p×p patches -> C, as a reshape and an einsum (equal to the ViT's stride-p conv).
+  """Non-overlapping p×p patches -> C, as a reshape and a matmul (equal to the ViT's stride-p conv).
 
   kernel (p, p, 3, C) (the conv's HWIO layout), bias (C,). (B, H, W, 3) -> (B, N, C), N = (H/p)·(W/p)
   in row-major (h, w) order.
@@ -103,9 +104,12 @@ class PatchEmbedding(nnx.Module):
     if h % p or w % p:
       raise ValueError(f'image size {h}x{w} is not divisible by patch_size {p}')
     patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    patches = patches.reshape(b, (h // p) * (w // p), p, p, c)
-    y = jnp.einsum('bnijc,ijco->bno', patches.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    return y + self.bias[...].astype(self.dtype)
+    n = (h // p) * (w // p)
+    kernel = at_use(self.kernel, self.dtype)  # (p, p, 3, C)
+    # one (B·N, p·p·3) x (p·p·3, C) matmul: a single contracting dim keeps XLA:CPU from
+    # transposing the patches for the kernel's gradient
+    y = patches.reshape(b * n, p * p * c).astype(self.dtype) @ kernel.reshape(p * p * c, -1)
+    return y.reshape(b, n, -1) + at_use(self.bias, self.dtype)
 
 
 class VideoSelfAttention(nnx.Module):
@@ -250,11 +254,11 @@ class VideoViT(nnx.Module):
       raise ValueError(f'the model was built for num_frames={self.num_frames}, got a clip of {t} frames')
     frames = constrain_batch(videos.reshape(b * t, *videos.shape[2:]))  # (B·T, H, W, 3)
     tokens = constrain_batch(self.patch_embed(frames))  # (B·T, N, C)
-    cls = jnp.broadcast_to(self.cls_token[...].astype(self.dtype), (b * t, 1, tokens.shape[-1]))
-    x = jnp.concatenate([cls, tokens], axis=1) + self.pos_embed[...].astype(self.dtype)
+    cls = jnp.broadcast_to(at_use(self.cls_token, self.dtype), (b * t, 1, tokens.shape[-1]))
+    x = jnp.concatenate([cls, tokens], axis=1) + at_use(self.pos_embed, self.dtype)
     x = constrain_batch(x.reshape(b, t, *x.shape[1:]))  # (B, T, 1 + N, C): the batch over data × fsdp
     if self.time_embed is not None:
-      x = x + self.time_embed[...].astype(self.dtype)
+      x = x + at_use(self.time_embed, self.dtype)
     x = self.embed_dropout(x, deterministic=not train)
     for block in self.blocks:
       if self.remat:
