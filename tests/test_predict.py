@@ -10,16 +10,16 @@ from flax import nnx
 import reference_numpy as ref
 from laps_jax import checkpoints, models, predict, weights
 from laps_jax.data import augment, sampling, video_decode
+from laps_jax.models.vit import ViTConfig
 
 FRAMES, CLASSES, IMAGE = 4, 5, 32
 NAMES = ['waving', 'clapping', 'jumping', 'sitting', 'running']
 
 
 def tiny_laps_config():
-  return ml_collections.ConfigDict(dict(
-      name='laps', image_size=IMAGE, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-      num_frames=FRAMES, num_classes=CLASSES, dropout_rate=0.0, drop_path_rate=0.0, attention_impl='xla',
-      dtype='float32', remat=False, leap_levels=(1, 2), shift_div=4))
+  return ViTConfig.variant('Mu/8', name='laps', image_size=IMAGE, hidden_size=32, num_layers=2, num_heads=2,
+                           mlp_dim=64, num_frames=FRAMES, num_classes=CLASSES, attention_impl='xla',
+                           leap_levels=(1, 2)).to_config_dict()
 
 
 @pytest.fixture(scope='module')

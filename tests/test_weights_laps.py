@@ -9,6 +9,7 @@ from flax import nnx
 
 from laps_jax import models
 from laps_jax.weights import WeightImportError, import_weights
+from laps_jax.models.vit import ViTConfig
 import reference_numpy as ref
 
 torch = pytest.importorskip('torch')
@@ -18,11 +19,10 @@ LEVELS = (1, 2, None, 1)   # the official S2_SKIP_LEVEL list (4 entries; block k
 
 
 def vit_config(name, **overrides):
-  config = ml_collections.ConfigDict(dict(
-      name=name, image_size=IMAGE, patch_size=PATCH, hidden_size=HIDDEN, num_layers=LAYERS,
-      num_heads=HEADS, mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES, dropout_rate=0.0,
-      drop_path_rate=0.0, attention_impl='xla', dtype='float32', remat=False,
-      leap_levels=LEVELS if name == 'laps' else (None,), shift_div=4 if name == 'laps' else 0))
+  laps = dict(leap_levels=LEVELS) if name == 'laps' else {}
+  config = ViTConfig.variant(f'Mu/{PATCH}', name=name, image_size=IMAGE, hidden_size=HIDDEN, num_layers=LAYERS,
+                             num_heads=HEADS, mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES,
+                             attention_impl='xla', **laps).to_config_dict()
   config.update(overrides)
   return config
 

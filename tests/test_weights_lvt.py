@@ -8,6 +8,7 @@ from flax import nnx
 import reference_numpy as ref
 from laps_jax import models
 from laps_jax.weights import WeightImportError, import_weights
+from laps_jax.models.lvt import LVTConfig
 
 torch = pytest.importorskip('torch')
 
@@ -17,13 +18,11 @@ SHIFT_DIV = 8
 
 
 def lvt_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      name='lvt', image_size=IMAGE, patch_size=PATCH, hidden_size=HIDDEN, num_layers=LAYERS,
-      num_heads=HEADS, mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES, dropout_rate=0.0,
-      drop_path_rate=0.0, attention_impl='xla', dtype='float32', remat=False,
-      patch_stride=STRIDE, patch_padding=PATCH // 2, fixation=True, shared_gate=False,
-      temporal_shift_div=SHIFT_DIV, spatial_shift=True, head_mlp_dim=HEAD_MLP, head_dropout_rate=0.0, attention_dropout_rate=0.0,
-      temporal_embed_frames=FRAMES, shift_segment_frames=FRAMES))
+  config = LVTConfig.variant(
+      'base', image_size=IMAGE, patch_size=PATCH, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
+      mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES, attention_impl='xla', patch_stride=STRIDE,
+      patch_padding=PATCH // 2, temporal_shift_div=SHIFT_DIV, head_mlp_dim=HEAD_MLP,
+      temporal_embed_frames=FRAMES, shift_segment_frames=FRAMES).to_config_dict()
   config.update(overrides)
   return config
 

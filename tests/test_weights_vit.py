@@ -13,17 +13,17 @@ from flax import nnx
 import reference_numpy as ref
 from laps_jax import models
 from laps_jax.weights import WeightImportError, import_weights
+from laps_jax.models.vit import ViTConfig
 
 HIDDEN, LAYERS, HEADS, MLP, PATCH, IMAGE, FRAMES, CLASSES = 32, 2, 2, 64, 8, 32, 4, 5
 LEVELS = (1, 2)
 
 
 def vit_config(name, **overrides):
-  config = ml_collections.ConfigDict(dict(
-      name=name, image_size=IMAGE, patch_size=PATCH, hidden_size=HIDDEN, num_layers=LAYERS,
-      num_heads=HEADS, mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES, dropout_rate=0.0,
-      drop_path_rate=0.0, attention_impl='xla', dtype='float32', remat=False,
-      leap_levels=LEVELS if name == 'laps' else (None,), shift_div=4 if name == 'laps' else 0))
+  laps = dict(leap_levels=LEVELS) if name == 'laps' else {}
+  config = ViTConfig.variant(f'Mu/{PATCH}', name=name, image_size=IMAGE, hidden_size=HIDDEN, num_layers=LAYERS,
+                             num_heads=HEADS, mlp_dim=MLP, num_frames=FRAMES, num_classes=CLASSES,
+                             attention_impl='xla', **laps).to_config_dict()
   config.update(overrides)
   return config
 
