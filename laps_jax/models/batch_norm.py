@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from laps_jax.models.layers import ones, sharded_param, zeros
+from laps_jax.models.layers import at_use, ones, sharded_param, zeros
 
 PYTORCH_MOMENTUM = 0.1
 PYTORCH_EPS = 1e-5
@@ -56,4 +56,4 @@ class BatchNorm(nnx.Module):
     else:
       mean, var = self.mean[...], self.var[...]
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
-    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+    return (y * at_use(self.scale) + at_use(self.bias)).astype(x.dtype)

@@ -46,12 +46,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from laps_jax.models.batch_norm import BatchNorm
-from laps_jax.models.layers import (DropPath, Linear, compute_dtype, drop_path_rates, gelu,
+from laps_jax.models.layers import (DropPath, Linear, at_use, compute_dtype, drop_path_rates, gelu,
                                     sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.leap_attention import leap_attention, leap_step
 from laps_jax.models.periodic_shift import periodic_shift
 from laps_jax.models.registry import SizeVariants, register
-from laps_jax.models.softmax_attention import ATTENTION_IMPLS
+from laps_jax.models.softmax_attention import ATTENTION_IMPLS, attend
 
 LAPS_LEAP_LEVELS = ((1, 2, 3, 1), (2, 3, 1, 2))  # visformer_LAPS_8x8.yaml: S2_SKIP_LEVEL, S3_SKIP_LEVEL
 LAPS_SHIFT_DIV = 4  # FOLD_DIV
@@ -138,9 +138,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int, padding: int, groups
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
 
 
-def pointwise(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
-  """A 1×1 conv without bias: x (..., C_in) @ kernel (C_in, C_out)."""
-  return jnp.einsum('...i,io->...o', x.astype(dtype), kernel.astype(dtype))
+def pointwise(x: jax.Array, kernel: nnx.Param, dtype) -> jax.Array:
+  """A 1×1 conv without bias: x (..., C_in) @ kernel (C_in, C_out), as one 2-D matmul (layers.Linear)."""
+  w = at_use(kernel, dtype)
+  return (x.reshape(-1, x.shape[-1]).astype(dtype) @ w).reshape(*x.shape[:-1], w.shape[-1])
 
 
 class Stem(nnx.Module):
@@ -152,7 +153,7 @@ class Stem(nnx.Module):
     self.bn = BatchNorm(channels, axis_name=None, rngs=rngs)
 
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    x = conv2d(images.astype(self.dtype), self.kernel[...].astype(self.dtype), stride=2, padding=3)
+    x = conv2d(images.astype(self.dtype), at_use(self.kernel, self.dtype), stride=2, padding=3)
     return jax.nn.relu(self.bn(x, train))
 
 
@@ -170,8 +171,8 @@ class PatchEmbed(nnx.Module):
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     p = self.patch_size
-    x = conv2d(x.astype(self.dtype), self.kernel[...].astype(self.dtype), stride=p, padding=0)
-    return self.norm(x + self.bias[...].astype(self.dtype), train)
+    x = conv2d(x.astype(self.dtype), at_use(self.kernel, self.dtype), stride=p, padding=0)
+    return self.norm(x + at_use(self.bias, self.dtype), train)
 
 
 class ConvMlp(nnx.Module):
@@ -194,17 +195,18 @@ class ConvMlp(nnx.Module):
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = self.dropout(gelu(pointwise(x, self.conv1[...], self.dtype)), deterministic=not train)
+    x = self.dropout(gelu(pointwise(x, self.conv1, self.dtype)), deterministic=not train)
     if self.conv2 is not None:
-      x = gelu(conv2d(x, self.conv2[...].astype(self.dtype), stride=1, padding=1, groups=self.spatial_groups))
-    return self.dropout(pointwise(x, self.conv3[...], self.dtype), deterministic=not train)
+      x = gelu(conv2d(x, at_use(self.conv2, self.dtype), stride=1, padding=1, groups=self.spatial_groups))
+    return self.dropout(pointwise(x, self.conv3, self.dtype), deterministic=not train)
 
 
-def attend_prescaled(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str) -> jax.Array:
-  """Softmax attention of already scaled q and k (scale 1). (batch, length, H, d) -> same."""
+def attend_prescaled(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str,
+                     pattern: str) -> jax.Array:
+  """Softmax attention (softmax_attention.attend) of already scaled q and k: scale 1.
+  (batch, length, H, d) -> same."""
   with jax.named_scope('attention_matmuls'):  # experiments/flops_params.py counts these apart
-    return jax.nn.dot_product_attention(q, k, v, scale=1.0,
-                                        implementation=None if implementation == 'auto' else implementation)
+    return attend(q, k, v, implementation=implementation, pattern=pattern, scale=1.0)
 
 
 class VideoConvAttention(nnx.Module):
@@ -234,22 +236,26 @@ class VideoConvAttention(nnx.Module):
     bt, hh, ww, c = x.shape
     t = self.num_frames
     b, n = bt // t, hh * ww
-    qkv = jnp.einsum('...c,cshd->...shd', x.astype(self.dtype), self.qkv[...].astype(self.dtype))
-    qkv = qkv.reshape(b, t, n, *qkv.shape[-3:])  # (B, T, N, 3, heads, d), tokens row-major
+    kernel = at_use(self.qkv, self.dtype)  # (C, 3, heads, d): one (tokens, C) x (C, 3·heads·d) matmul
+    qkv = x.reshape(-1, c).astype(self.dtype) @ kernel.reshape(c, -1)
+    qkv = qkv.reshape(b, t, n, *kernel.shape[1:])  # (B, T, N, 3, heads, d), tokens row-major
     q, k, v = qkv[..., 0, :, :] * self.qk_scale, qkv[..., 1, :, :] * self.qk_scale, qkv[..., 2, :, :]
     heads, d = q.shape[-2:]
-    attend = lambda q_, k_, v_: attend_prescaled(q_, k_, v_, implementation=self.attention_impl)
+    pattern = 'joint' if self.joint else 'leap' if self.leap_level is not None else 'frame'
+    attend_ = lambda q_, k_, v_: attend_prescaled(q_, k_, v_, implementation=self.attention_impl,
+                                                  pattern=pattern)
     if self.joint:
-      o = attend(*(z.reshape(b, t * n, heads, d) for z in (q, k, v))).reshape(b, t, n, heads, d)
+      o = attend_(*(z.reshape(b, t * n, heads, d) for z in (q, k, v))).reshape(b, t, n, heads, d)
     elif self.leap_level is not None:
-      o = leap_attention(q, k, v, self.leap_level, attend)
+      o = leap_attention(q, k, v, self.leap_level, attend_)
     else:
-      o = attend(*(z.reshape(bt, n, heads, d) for z in (q, k, v))).reshape(b, t, n, heads, d)
+      o = attend_(*(z.reshape(bt, n, heads, d) for z in (q, k, v))).reshape(b, t, n, heads, d)
     if self.shift_kind == 'plain':  # one shift over the merged (head-major) channels
       o = periodic_shift(o.reshape(b, t, n, 1, heads * d), self.shift_div).reshape(o.shape)
     else:
       o = periodic_shift(o, self.shift_div)
-    y = jnp.einsum('...hd,hdc->...c', o.astype(self.dtype), self.proj[...].astype(self.dtype))
+    proj = at_use(self.proj, self.dtype)  # (heads, d, C): head-major merge, one contracting dim
+    y = o.reshape(-1, heads * d).astype(self.dtype) @ proj.reshape(heads * d, c)
     return self.dropout(y.reshape(bt, hh, ww, c), deterministic=not train)
 
 
@@ -365,7 +371,7 @@ class VideoVisformer(nnx.Module):
       if x.shape[1:3] != pos.shape[1:3]:
         raise ValueError(f'frames of {videos.shape[2]}x{videos.shape[3]} give a {x.shape[1]}x{x.shape[2]} '
                          f'grid, the position embedding is {pos.shape[1]}x{pos.shape[2]}: set model.image_size')
-      x = self.pos_dropout(x + pos[...].astype(x.dtype), deterministic=not train)
+      x = self.pos_dropout(x + at_use(pos, x.dtype), deterministic=not train)
       x = self._blocks(blocks, x, train)
     pooled = self.norm(x, train).astype(jnp.float32).mean(axis=(1, 2))  # (B·T, 2C)
     with jax.named_scope('head'):
