@@ -153,6 +153,42 @@ def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
   return [drop_path_rate * i / (num_layers - 1) for i in range(num_layers)]
 
 
+# model.remat: what each block keeps for the backward pass (the rest is recomputed).
+REMAT_POLICIES = {
+    'full': jax.checkpoint_policies.nothing_saveable,  # keep only the block's input
+    'dots': jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs, recompute the rest
+    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # weight matmuls only
+    **{name: getattr(jax.checkpoint_policies, name) for name in (
+        'nothing_saveable', 'everything_saveable', 'checkpoint_dots', 'dots_saveable',
+        'checkpoint_dots_with_no_batch_dims', 'dots_with_no_batch_dims_saveable')},
+}
+
+
+def remat_policy(remat):
+  """`model.remat` -> None (no rematerialisation) or a `jax.checkpoint_policies` policy.
+
+  'none' / False / None: keep every activation. 'full' / True: recompute the whole block.
+  'dots': keep the matmul outputs. 'dots_no_batch': keep the weight matmuls' outputs (not the
+  attention's). Any policy name of `jax.checkpoint_policies` is accepted as well.
+  """
+  if remat is None or remat is False or (isinstance(remat, str) and remat.lower() in ('none', 'false')):
+    return None
+  if remat is True or (isinstance(remat, str) and remat.lower() == 'true'):
+    remat = 'full'
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"model.remat must be 'none', 'full', 'dots', 'dots_no_batch', a "
+                     f"jax.checkpoint_policies name or a bool, got {remat!r}")
+  return REMAT_POLICIES[remat]
+
+
+def apply_block(block, x: jax.Array, train: bool, remat) -> jax.Array:
+  """block(x, train), rematerialised in the backward pass as `model.remat` says."""
+  policy = remat_policy(remat)
+  if policy is None:
+    return block(x, train)
+  return nnx.remat(lambda blk, y: blk(y, train), policy=policy)(block, x)
+
+
 def compute_dtype(name: str):
   """The config's `dtype` string as a jnp dtype (parameters stay float32)."""
   dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}

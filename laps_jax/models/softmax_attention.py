@@ -143,8 +143,10 @@ class QKVProjection(nnx.Module):
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     kernel = at_use(self.kernel, self.dtype)  # (C, 3, H, d)
-    # one (tokens, C) x (C, 3·H·d) matmul: a single contracting dim, so XLA needs no transposes
-    qkv = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ kernel.reshape(kernel.shape[0], -1)
+    # tokens flattened to one axis: the kernel's gradient then contracts over a single axis and
+    # XLA:CPU needs no transposed copy of the activations (experiments/xla_cpu_repro.py); the
+    # head axis stays its own, so it can stay split over `tensor`
+    qkv = jnp.einsum('mc,cshd->mshd', x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel)
     qkv = qkv.reshape(*x.shape[:-1], *kernel.shape[1:]) + at_use(self.bias, self.dtype)
     qkv = constrain(qkv, ('batch',) + (None,) * (qkv.ndim - 3) + ('heads', None))  # (B, ..., 3, H, d)
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
@@ -163,6 +165,6 @@ class HeadsOutProjection(nnx.Module):
   def __call__(self, o: jax.Array) -> jax.Array:
     kernel = at_use(self.kernel, self.dtype)  # (H, d, C)
     h, d, c = kernel.shape
-    # (tokens, H·d) x (H·d, C): head-major merge (channel h·d + e), one contracting dim
-    y = o.reshape(-1, h * d).astype(self.dtype) @ kernel.reshape(h * d, c)
+    # tokens flattened to one axis (see QKVProjection); heads merge head-major (channel h·d + e)
+    y = jnp.einsum('mhd,hdc->mc', o.reshape(-1, h, d).astype(self.dtype), kernel)
     return constrain_batch(y.reshape(*o.shape[:-2], c) + at_use(self.bias, self.dtype))

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, at_use, compute_dtype,
-                                    constrain_batch, drop_path_rates, sharded_param, trunc_normal_02,
-                                    zeros)
+from laps_jax.models.layers import (DropPath, LayerNorm, Linear, Mlp, apply_block, at_use,
+                                    compute_dtype, constrain_batch, drop_path_rates, remat_policy,
+                                    sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.leap_attention import leap_attention, leap_step
 from laps_jax.models.periodic_shift import periodic_shift
 from laps_jax.models.registry import SizeVariants, register
@@ -65,7 +65,7 @@ class ViTConfig(SizeVariants):
   drop_path_rate: float = 0.0
   attention_impl: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
   dtype: str = 'float32'  # compute dtype; parameters stay float32
-  remat: bool = False
+  remat: bool | str | None = None  # None/'none'/False | 'full'/True | 'dots' | ... (layers.remat_policy)
   leap_levels: tuple[int | None, ...] = (None,)  # laps: block k uses leap_levels[k % len]; None = per frame
   shift_div: int = 0  # laps: Periodic Shift of 1/shift_div of each head's channels (0 = off)
 
@@ -82,6 +82,7 @@ class ViTConfig(SizeVariants):
       raise ValueError(f'model.image_size {self.image_size} is not divisible by patch_size {self.patch_size}')
     if self.hidden_size % self.num_heads:
       raise ValueError(f'model.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}')
+    remat_policy(self.remat)  # a clear error for an unknown policy name
 
 
 class PatchEmbedding(nnx.Module):
@@ -261,11 +262,7 @@ class VideoViT(nnx.Module):
       x = x + at_use(self.time_embed, self.dtype)
     x = self.embed_dropout(x, deterministic=not train)
     for block in self.blocks:
-      if self.remat:
-        x = nnx.remat(lambda blk, y: blk(y, train))(block, x)
-      else:
-        x = block(x, train)
-      x = constrain_batch(x)
+      x = constrain_batch(apply_block(block, x, train, self.remat))
     cls_out = self.norm(x[:, :, 0])  # (B, T, C)
     return constrain_batch(self.head(cls_out.astype(jnp.float32)))
 

@@ -8,9 +8,10 @@ The batch is split over `('data', 'fsdp')`. Parameters carry logical axis names 
 `heads`, ...); `config.axis_rules` maps them onto mesh axes (MaxText style), e.g.
 `('embed', 'fsdp')` shards every `embed` dimension over `fsdp`.
 
-The mesh axes are `AxisType.Auto`: the models annotate only their parameters, and XLA's
-sharding propagation places the activations. (With `Explicit` axes every op would need an
-unambiguous sharding in its type, which a model written without sharding in mind does not give.)
+The mesh axes are `AxisType.Auto`: the models annotate their parameters and pin their activations
+at block boundaries and inside attention and the MLP (`laps_jax.models.layers.constrain`: the batch
+over `batch`, heads and the MLP width over `tensor`); XLA's propagation places the rest. (With
+`Explicit` axes every op would need an unambiguous sharding in its type.)
 """
 import contextlib
 import math
@@ -26,9 +27,10 @@ from laps_jax.train.errors import ConfigError
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
 
-# Logical parameter axes -> mesh axes: the batch over data x fsdp, FSDP shards the model width,
-# tensor parallelism splits heads and the MLP. Every logical name the models use appears, so a
-# model that adds a name adds it here once (the configs use this table as `config.axis_rules`).
+# Logical axes -> mesh axes: the batch over data x fsdp, FSDP shards the model width, tensor
+# parallelism splits heads and the MLP (`batch`, `heads`, `mlp` also name activation dimensions).
+# Every logical name the models use appears, so a model that adds a name adds it here once (the
+# configs use this table as `config.axis_rules`).
 DEFAULT_AXIS_RULES = (
     ('batch', BATCH_AXES),
     ('embed', 'fsdp'),
