@@ -95,7 +95,9 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.axis_rules = DEFAULT_AXIS_RULES  # logical axis -> mesh axes (laps_jax/train/mesh.py)
 
   config.log_every_steps = log_every_steps
-  config.profile_steps = profile_steps  # > 0: a profiler trace of that many steps (at step 10)
+  config.profile_steps = profile_steps  # > 0: one profiler trace of that many steps ...
+  config.profile_first_step = 10  # ... starting at this step (once per run)
+  config.compilation_cache_dir = 'auto'  # JAX's persistent cache: 'auto' = ~/.cache/laps_jax/jax, '' = off
   config.eval = _section('eval', EVAL, eval)
   config.test = _section('test', TEST, test)
   config.checkpoint = _section('checkpoint', CHECKPOINT, checkpoint)

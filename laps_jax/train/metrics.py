@@ -28,17 +28,21 @@ def create_writer(workdir: str):
   return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
 
 
-def create_hooks(writer, *, num_train_steps: int, every_steps: int, profile_steps: int, logdir: str):
+def create_hooks(writer, *, num_train_steps: int, every_steps: int, profile_steps: int, logdir: str,
+                 profile_first_step: int = 10):
   """(report_progress, hooks): clu's periodic actions of the train loop. `report_progress` writes
   steps/s and the time spent in its `timed(...)` sections (evaluation, checkpoints); on process 0
-  and with `profile_steps` > 0 a profile of that many steps goes to `logdir`."""
+  and with `profile_steps` > 0 one profile of that many steps, from `profile_first_step` on, goes
+  to `logdir` (clu's `Profile` would otherwise trace again every hour: every_secs=3600)."""
   tensorboard.install()
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top  (after install())
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_train_steps, writer=writer, every_steps=every_steps)
   hooks = [report_progress]
   if profile_steps > 0 and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(num_profile_steps=profile_steps, logdir=logdir))
+    hooks.append(periodic_actions.Profile(
+        num_profile_steps=profile_steps, profile_duration_ms=None, first_profile=profile_first_step,
+        every_steps=None, every_secs=None, logdir=logdir))
   return report_progress, hooks
 
 

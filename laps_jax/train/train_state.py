@@ -91,7 +91,7 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
   ts = nnx.merge(graphdef, state)
 
   def loss_fn(model):
-    logits = model(batch['videos'], train=True)  # float32[B, K]
+    logits = model(batch['videos'], train=True).astype(jnp.float32)  # float32[B, K], any compute dtype
     loss = optax.softmax_cross_entropy(logits, batch['targets']).mean()
     return loss, logits
 

@@ -27,6 +27,7 @@ from laps_jax.train import dry_run as dry_run_lib
 from laps_jax.train import ema as ema_lib
 from laps_jax.train import evaluate as evaluate_lib
 from laps_jax.train import mesh as mesh_lib
+from laps_jax.train import compilation_cache
 from laps_jax.train import metrics as metrics_lib
 from laps_jax.train import precise_bn
 from laps_jax.train import setup as setup_lib
@@ -45,6 +46,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   modes = {'train': train_and_evaluate, 'eval': evaluate_only, 'dry_run': dry_run}
   if config.mode not in modes:
     raise ConfigError(f'config.mode must be one of {sorted(modes)}, got {config.mode!r}')
+  compilation_cache.enable(config.get('compilation_cache_dir', 'auto'))
   return modes[config.mode](config, workdir)
 
 
@@ -108,7 +110,8 @@ class TrainLoop:
     summaries.write_config(self.writer, config)
     self.report_progress, self.hooks = metrics_lib.create_hooks(
         self.writer, num_train_steps=setup.total_steps, every_steps=config.log_every_steps,
-        profile_steps=config.profile_steps, logdir=workdir)
+        profile_steps=config.profile_steps, logdir=workdir,
+        profile_first_step=config.get('profile_first_step', 10))
     self.buffer = metrics_lib.TrainMetricsBuffer()
     self.buffer.reset_timer(self.start_step)
     self.wait_since = time.monotonic()  # data_wait_fraction: wait / wall time since then
