@@ -1,4 +1,4 @@
-r"""LAPS with a Visformer-S backbone on Kinetics-400: the paper's main model (docs/DESIGN.md 1.1).
+r"""LAPS with a Visformer-S backbone on Kinetics-400: the paper's main model (docs/DESIGN.md 1.4).
 
   python main.py --config=configs/laps_visformer.py --workdir=DIR                    # 8×224
   python main.py --config=configs/laps_visformer.py:frames=32,res=320 --workdir=DIR  # 32×320

@@ -18,7 +18,7 @@ lowered and compiled on abstract inputs (batch 1, one view, float32). Three coun
                     that compilation (fusion, CPU layout) does not change the count materially.
 
 The published figures: LAPS paper (fvcore) ViT-B/16 8×224: LAPS 146.23 GMACs, 2D 140.51, 86.106 M
-parameters; LVT 16×224 about 254 GMACs and 52.1 M (DESIGN.md 1.2); Visformer-S 8×224 (LAPS model
+parameters; LVT 16×224 about 254 GMACs and 52.1 M (docs/DESIGN.md 1.2); Visformer-S 8×224 (LAPS model
 zoo): 2D 39.074, LAPS 40.136, Base3D 46.509 GMACs, 39.758 M. Those fvcore totals include
 BatchNorm (2 per element): the Visformer operator table adds it to the matmul count
 (experiments/visformer_macs.py). Rows without a published figure are compared with a closed-form count (`analytic_macs`, fvcore's rule written out by hand), which

@@ -100,7 +100,7 @@ PAPER_ROWS = (
     PaperRow('ViT-L/16 LAPS', 'laps', 'large', 8, 384),
     PaperRow('ViT-B/16 joint (ViViT-1)', 'joint', 'base', 8, 224),
     PaperRow('ViT-B/16 divided (TimeSformer)', 'divided', 'base', 8, 224),
-    # DESIGN.md's "about 254 GMACs, 52.1 M" is the one-gate LVT (`pgate`, the SSv2/K600 setting);
+    # docs/DESIGN.md's "about 254 GMACs, 52.1 M" is the one-gate LVT (`pgate`, the SSv2/K600 setting);
     # the K400 setting has two gates (q_gate, k_gate): +0.296 M parameters, +10.9 GMACs at 16×224.
     PaperRow('LVT (shared gate)', 'lvt', 'base', 16, 224, 254.0, 52.1, 'DESIGN.md 1.2 (own count, "about")',
              overrides=(('shared_gate', True),)),

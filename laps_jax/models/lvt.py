@@ -1,6 +1,6 @@
 """LVT: Linear Video Transformer with feature fixation and neighbourhood association (Lu et al. 2022).
 
-Backbone (DESIGN.md 1.2): overlapping patch embedding per frame (conv p×p, stride `patch_stride`,
+Backbone (docs/DESIGN.md 1.2): overlapping patch embedding per frame (conv p×p, stride `patch_stride`,
 zero padding `patch_padding`; 16/14/8 gives a 17×17 grid at 224²) -> LayerNorm (eps 1e-5) -> a
 learned temporal embedding (1, S, 1, C), zero-initialised, frame t taking slot t mod S. No cls
 token, no spatial position embedding. Each block (TimeSformer order) on tokens (B, T, N, C):
