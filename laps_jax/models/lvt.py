@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from laps_jax.models.feature_fixation import FeatureFixation
-from laps_jax.models.layers import (DropPath, LayerNorm, Linear, compute_dtype, drop_path_rates, gelu,
-                                    sharded_param, trunc_normal_02, zeros)
+from laps_jax.models.layers import (DropPath, LayerNorm, Linear, compute_dtype, depthwise_conv,
+                                    drop_path_rates, gelu, sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.linear_attention import kernel_feature_map, linear_attention
 from laps_jax.models.neighbourhood_shift import spatial_shift, temporal_shift
 from laps_jax.models.registry import SizeVariants, register
@@ -201,9 +201,7 @@ class MixFFN(nnx.Module):
     b, t, n, _ = x.shape
     hg, wg = self.grid_size
     y = self.fc1(x).reshape(b * t, hg, wg, -1)
-    y = jax.lax.conv_general_dilated(
-        y, self.dwconv_kernel[...].astype(self.dtype), (1, 1), [(1, 1), (1, 1)],
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=y.shape[-1])
+    y = depthwise_conv(y, self.dwconv_kernel[...].astype(self.dtype), padding=1)
     y = gelu(y + self.dwconv_bias[...].astype(self.dtype)).reshape(b, t, n, -1)
     y = self.dropout(y, deterministic=not train)
     return self.dropout(self.fc2(y), deterministic=not train)
