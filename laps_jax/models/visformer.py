@@ -46,8 +46,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from laps_jax.models.batch_norm import BatchNorm
-from laps_jax.models.layers import (DropPath, Linear, at_use, compute_dtype, drop_path_rates, gelu,
-                                    sharded_param, trunc_normal_02, zeros)
+from laps_jax.models.layers import (DropPath, Linear, apply_block, at_use, compute_dtype, drop_path_rates,
+                                    gelu, remat_policy, sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.leap_attention import leap_attention, leap_step
 from laps_jax.models.periodic_shift import periodic_shift
 from laps_jax.models.registry import SizeVariants, register
@@ -90,7 +90,7 @@ class VisformerConfig(SizeVariants):
   drop_path_rate: float = 0.0
   attention_impl: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
   dtype: str = 'float32'  # compute dtype; parameters and BatchNorm statistics stay float32
-  remat: bool = False
+  remat: bool | str | None = None  # None/'none'/False | 'full'/True | 'dots' | ... (layers.remat_policy)
 
   def __post_init__(self):
     if self.name != 'visformer':
@@ -121,6 +121,7 @@ class VisformerConfig(SizeVariants):
       raise ValueError(f'model.shift_kind must be one of {SHIFT_KINDS}, got {self.shift_kind!r}')
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f'model.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}')
+    remat_policy(self.remat)  # a clear error for an unknown policy name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,10 +353,7 @@ class VideoVisformer(nnx.Module):
 
   def _blocks(self, blocks, x: jax.Array, train: bool) -> jax.Array:
     for block in blocks:
-      if self.remat:
-        x = nnx.remat(lambda blk, y: blk(y, train))(block, x)
-      else:
-        x = block(x, train)
+      x = apply_block(block, x, train, self.remat)
     return x
 
   def frame_logits(self, videos: jax.Array, train: bool = False) -> jax.Array:
