@@ -6,7 +6,7 @@ r"""The embedded demo: a tiny model on the generated `synthetic_motion` dataset 
 Variants (`:model=...`): laps (default) | vit2d | joint | divided | lvt | visformer (Visformer
 LAPS at its 'Mu' size: width 32, two blocks per stage; its 2D baseline is
 `--config.model.leap_levels='((None,), (None,))' --config.model.shift_div=0`; measured: 100 %
-validation top-1 against 17.9 % for its 2D baseline, ~15 min each).
+validation top-1 against 17.1 % for its 2D baseline, 7 and 11 min).
 The dataset's classes differ only in the order of events (laps_jax/data/synthetic_motion.py), so
 LAPS, joint and LVT reach 100 % validation top-1 (LVT in ~13 min), divided ~50 % after the same 8
 epochs, while the per-frame vit2d stays at chance (1/6): see README.md for the measured runs.
