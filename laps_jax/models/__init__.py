@@ -1,9 +1,10 @@
 """Models built by name from a config: `build(config.model, rngs)`.
 
 Every module of this package is imported here, and each model file registers its family
-(registry.py): the ViT family 'vit2d', 'laps', 'joint', 'divided' (vit.py) and 'lvt' (lvt.py).
-Adding a family is one new file that calls `registry.register`. The ablations are settings of
-'laps': LA only = shift_div 0; P-Shift only = leap_levels (None,).
+(registry.py): the ViT family 'vit2d', 'laps', 'joint', 'divided' (vit.py), 'lvt' (lvt.py) and
+'visformer' (visformer.py).
+Adding a family is one new file that calls `registry.register`. The ablations are settings:
+LA only = shift_div 0; P-Shift only = leap_levels (None,) (per stage for Visformer).
 """
 import importlib
 import pkgutil
