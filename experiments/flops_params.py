@@ -91,6 +91,10 @@ def count_matmul_macs(jaxpr) -> int:
     elif name == 'conv_general_dilated':
       total += conv_macs(eqn.outvars[0].aval.shape, eqn.invars[1].aval.shape,
                          eqn.params['dimension_numbers'])
+    elif name in ('pjit', 'jit') and eqn.params.get('name') == 'depthwise_conv':
+      # laps_jax.models.layers.depthwise_conv: k² shifted multiply-adds, the MACs of the conv
+      k = eqn.invars[1].aval.shape[0]
+      total += math.prod(eqn.outvars[0].aval.shape) * k * k
     elif name == 'while':
       raise NotImplementedError('count_matmul_macs: a while loop has no static trip count')
     elif name == 'cond':

@@ -184,6 +184,8 @@ def _worker_command(args, framework: str, model: str) -> list[str]:
 def _run_worker(args, framework: str, model: str) -> dict:
   env = dict(os.environ)
   env.setdefault('JAX_PLATFORMS', 'cpu')
+  if framework == 'ours' and args.ours_xla_flags:
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' ' + args.ours_xla_flags).strip()
   proc = subprocess.run(_worker_command(args, framework, model), env=env, capture_output=True,
                         text=True, cwd=REPO)
   if proc.returncode:
@@ -224,7 +226,7 @@ def run(args) -> dict:
                   'image_size': args.image_size, 'batch': args.batch, 'dtype': 'float32',
                   'repeats': args.repeats, 'calls_per_process': args.calls, 'warmup_calls': args.warmup,
                   'threads': args.threads, 'pin_cpu': args.pin_cpu, 'clock': args.clock,
-                  'baseline': args.baseline, 'machine': platform.processor() or platform.machine(),
+                  'baseline': args.baseline, 'ours_xla_flags': args.ours_xla_flags, 'machine': platform.processor() or platform.machine(),
                   'cpus': len(os.sched_getaffinity(0)),
                   'load_average_1min': [load_before, os.getloadavg()[0]],
                   'versions': {k: runs[k][0]['version'] for k in runs}},
@@ -246,7 +248,8 @@ def markdown(result: dict) -> str:
       f"{'process CPU time' if clock == 'cpu' else 'wall clock'}, median of {s['repeats']} "
       f"alternating processes (each the median of {s['calls_per_process']} calls), min–max in "
       f"brackets; ratio < 1: ours faster. 1-min load average {s['load_average_1min'][0]:.1f} before, "
-      f"{s['load_average_1min'][1]:.1f} after.",
+      f"{s['load_average_1min'][1]:.1f} after."
+      + (f" Ours with XLA_FLAGS={s['ours_xla_flags']}." if s.get('ours_xla_flags') else ''),
       '',
       '| model | program | official (s) | ours (s) | ours / official |'
       + (' baseline (s) | baseline / official |' if baseline else ''),
@@ -299,6 +302,9 @@ def main(argv=None):
                       'robust to other load on a shared machine')
   parser.add_argument('--clock', choices=('wall', 'cpu'), default=None,
                       help='the table\'s clock (default: cpu when pinned, else wall)')
+  parser.add_argument('--ours_xla_flags', default='',
+                      help="XLA_FLAGS for our workers only, e.g. "
+                      "'--xla_cpu_experimental_ynn_fusion_type=-individual_dot'")
   parser.add_argument('--out', default='', help='write OUT.md and OUT.json')
   parser.add_argument('--worker', choices=FRAMEWORKS + ('baseline',), help=argparse.SUPPRESS)
   parser.add_argument('--model', choices=MODELS, help=argparse.SUPPRESS)

@@ -34,9 +34,10 @@ after an untimed one, so that no model always runs with caches full of another m
 slow spell of a noisy machine hits every model alike and the ratios to vit2d hold. A program whose planned memory exceeds `--max_memory_gb` (default: 60 % of RAM
 on CPU, 90 % of the device's limit on GPU) is skipped, not run, and shows as "—".
 
-On a GPU the models compute in bfloat16 (parameters float32) with cuDNN's fused attention
-(`attention_impl='cudnn'`; a model whose shapes cuDNN rejects falls back to XLA's attention, noted in
-the row); on a CPU in float32 with XLA attention. `--batch auto` picks, per T, the largest train
+On a GPU the models compute in bfloat16 (parameters float32) with the default
+`attention_impl='auto'`: cuDNN's fused attention for every attention pattern whose dtype and shapes
+it takes, XLA's elsewhere (`--attention_impl cudnn_or_xla` forces cuDNN, falling back per model);
+on a CPU in float32 with XLA attention. `--batch auto` picks, per T, the largest train
 batch (a multiple of 8) that XLA plans to fit for every model, so the models compare at one batch.
 """
 from __future__ import annotations
@@ -446,11 +447,13 @@ def parse_args(argv=None):
                       help='summary of the timed calls; default: min on CPU (a shared CPU only adds '
                            'delays, so the fastest call is the cleanest estimate), median on GPU')
   parser.add_argument('--no_train', action='store_true', help='forward only')
-  parser.add_argument('--remat', action='store_true', help='rematerialise each block in the backward pass')
+  parser.add_argument('--remat', nargs='?', const='full', default='none',
+                      help="model.remat policy: none | full (bare --remat) | dots | dots_no_batch | ...")
   parser.add_argument('--dtype', default='auto', help="compute dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
   parser.add_argument('--attention_impl', default=None, choices=('xla', 'cudnn', 'auto', 'cudnn_or_xla'),
-                      help="the models' attention_impl; 'cudnn_or_xla' tries cuDNN and falls back to XLA per "
-                           "model. Default: 'cudnn_or_xla' on GPU, 'xla' on CPU")
+                      help="the models' attention_impl; 'auto' (the default) picks cuDNN's fused attention per "
+                           "attention pattern wherever it can run, XLA elsewhere; 'cudnn_or_xla' forces cuDNN "
+                           "and falls back to XLA per model")
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help=f'peak dense TFLOP/s for MFU (default on GPU: {H100_BF16_DENSE_TFLOPS}, H100 SXM bf16)')
   parser.add_argument('--max_memory_gb', type=float, default=None, help='skip programs that plan more than this')
@@ -464,7 +467,7 @@ def parse_args(argv=None):
   args.repeats = args.repeats or (10 if on_gpu else 7)
   args.statistic = args.statistic or ('median' if on_gpu else 'min')
   args.clock = args.clock or ('wall' if on_gpu else 'cpu')
-  args.attention_impl = args.attention_impl or ('cudnn_or_xla' if on_gpu else 'xla')
+  args.attention_impl = args.attention_impl or 'auto'
   return args
 
 

@@ -8,6 +8,7 @@ Parameters are float32; `dtype` is the compute dtype (bfloat16 on accelerators).
 pinned the same way (`constrain`): the batch over `batch` (data × fsdp), heads and the MLP width
 over `tensor`.
 """
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -78,6 +79,7 @@ def constrain_batch(x: jax.Array, last: str | None = None) -> jax.Array:
   return constrain(x, ('batch',) + (None,) * (x.ndim - 2) + (last,))
 
 
+@functools.partial(jax.jit, static_argnames='padding')  # one named call: FLOP counters find it
 def depthwise_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
   """Depthwise k×k convolution (cross-correlation, stride 1, zero padding), as k² shifted
   multiply-adds. x (N, H, W, C), kernel (k, k, 1, C) -> (N, H + 2p - k + 1, W + 2p - k + 1, C).
