@@ -6,7 +6,7 @@
 
 The layout expected in each dataset's manual dir is in the docstring of its module
 (`laps_jax/data/kinetics.py`, `laps_jax/data/ssv2.py`). Output: `DATA_DIR/<dataset>/<version>/`
-(1.0.0; synthetic_motion 2.0.0), with `skipped_<split>.txt` listing the videos that could not be
+(2.0.0 for every builder; Kinetics / SSv2 keep one record per frame), with `skipped_<split>.txt` listing the videos that could not be
 used and why. An existing prepared dataset is reused; delete its folder to rebuild. Nothing
 touches the network.
 
