@@ -9,7 +9,11 @@
    shape (C, B·T·L)), the second straight into a GEMM. Same FLOPs, same result.
 2. Softmax attention (B·T/2, 2·197, 12, 64), forward + backward: `jax.nn.dot_product_attention`
    (implementation='xla') against the same function written as two einsums and `jax.nn.softmax`.
-3. PyTorch's dense layer (`x @ w` on the 4-D tensor, autograd) for scale.
+3. PyTorch's dense layer (`x @ w` on the 4-D tensor, autograd) and the plain GEMM for scale: the
+   GEMM itself is where XLA:CPU (YNNPACK / Eigen) stays behind PyTorch's oneDNN/MKL kernels.
+
+XLA:CPU's own flags: `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_dot` hands single
+dots to Eigen instead of YNNPACK; run this script with and without it to compare.
 
 Each program is jitted, warmed up, then timed `--repeats` times in alternation; the table gives
 the minimum process CPU time (pin to one core with `--pin_cpu` on a shared machine), and how many
@@ -77,7 +81,9 @@ def main(argv=None):
   def attention_fwd_bwd(f):
     return jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(jnp.square(f(q, k, v))), argnums=(0, 1, 2)))
 
+  x2 = x.reshape(-1, c)
   programs = {
+      'GEMM (1576,768)x(768,3072), forward only': (jax.jit(jnp.matmul), (x2, w)),
       'dense (1,8,197,768)x(768,3072) fwd+bwd, einsum ...i,io->...o': (fwd_bwd(dense_einsum), (x, w)),
       'dense, flattened to (1576,768)x(768,3072)': (fwd_bwd(dense_flat), (x, w)),
       'attention (4,394,12,64) fwd+bwd, jax.nn.dot_product_attention': (attention_fwd_bwd(attention_library), (q, k, v)),
@@ -88,7 +94,7 @@ def main(argv=None):
   for _ in range(args.repeats):
     for name, (_, a) in programs.items():
       results[name].append(cpu_min(lambda: jax.block_until_ready(compiled[name](*a)), 1))
-  (v1, g1), (v2, g2) = (compiled[n](x, w) for n in list(programs)[:2])
+  (v1, g1), (v2, g2) = (compiled[n](x, w) for n in list(programs)[1:3])
   np.testing.assert_allclose(v1, v2, rtol=1e-4)
   rows = [(name, min(times), transposes_in(compiled[name])) for name, times in results.items()]
   try:
@@ -101,6 +107,10 @@ def main(argv=None):
       xt.grad = wt.grad = None
       torch.square(xt @ wt).sum().backward()
     rows.append(('PyTorch dense, same shapes, autograd', min(cpu_min(torch_step, 1) for _ in range(args.repeats)), None))
+    x2t = torch.from_numpy(np.array(x2))
+    with torch.no_grad():
+      rows.append(('PyTorch GEMM (1576,768)x(768,3072), forward only',
+                   min(cpu_min(lambda: x2t @ wt, 1) for _ in range(args.repeats)), None))
   except ImportError:
     pass
   print(f'jax {jax.__version__}, min process CPU time of {args.repeats} calls'
