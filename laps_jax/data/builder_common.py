@@ -237,3 +237,17 @@ def check_manual_dir(manual_dir: str | os.PathLike | None, dataset: str, expecte
   if not os.listdir(manual_dir):
     raise FileNotFoundError(f'{dataset}: manual_dir {manual_dir} is empty; expected {expected}')
   return manual_dir
+
+
+class LabelledVideoBuilder(VideoDatasetBuilder, skip_registration=True):
+  """A VideoDatasetBuilder read from a manual dir laid out as `LAYOUT` describes, whose class
+  count is checked against the dataset's own unless `strict_num_classes=False` (a subset)."""
+
+  LAYOUT: str = ''  # the expected manual-dir layout, for error messages
+
+  def __init__(self, *, strict_num_classes: bool = True, **kwargs):
+    self.strict_num_classes = strict_num_classes
+    super().__init__(**kwargs)
+
+  def checked_manual_dir(self, dl_manager: tfds.download.DownloadManager) -> str:
+    return check_manual_dir(dl_manager.manual_dir, self.name, self.LAYOUT)

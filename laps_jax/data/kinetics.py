@@ -133,18 +133,15 @@ def _pick_path(paths: Sequence[str], split: str) -> str:
   return sorted(paths)[0]
 
 
-class _KineticsBuilder(builder_common.VideoDatasetBuilder, skip_registration=True):
+class _KineticsBuilder(builder_common.LabelledVideoBuilder, skip_registration=True):
   """Kinetics human action clips (~10 s YouTube clips); see `laps_jax.data.kinetics`."""
 
   NUM_CLASSES: int = 0
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-
-  def __init__(self, *, strict_num_classes: bool = True, **kwargs):
-    self.strict_num_classes = strict_num_classes
-    super().__init__(**kwargs)
+  LAYOUT = LAYOUT
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = builder_common.check_manual_dir(dl_manager.manual_dir, self.name, LAYOUT)
+    manual_dir = self.checked_manual_dir(dl_manager)
     csvs = {split: find_annotation_csv(manual_dir, split) for split in SPLIT_ALIASES}
     for split in ('train', 'validation'):
       if csvs[split] is None:

@@ -88,18 +88,15 @@ def read_split(path: str, label_ids: dict[str, int]) -> list[tuple[str, int]]:
   return rows
 
 
-class Ssv2(builder_common.VideoDatasetBuilder):
+class Ssv2(builder_common.LabelledVideoBuilder):
   """Something-Something v2: 174 classes of hand-object interactions; see `laps_jax.data.ssv2`."""
 
   name = 'ssv2'
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-
-  def __init__(self, *, strict_num_classes: bool = True, **kwargs):
-    self.strict_num_classes = strict_num_classes
-    super().__init__(**kwargs)
+  LAYOUT = LAYOUT
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = builder_common.check_manual_dir(dl_manager.manual_dir, self.name, LAYOUT)
+    manual_dir = self.checked_manual_dir(dl_manager)
     labels_path = find_json(manual_dir, 'labels')
     names = read_label_names(labels_path)
     if self.strict_num_classes and len(names) != NUM_CLASSES:
