@@ -4,8 +4,9 @@ The q/k/v projection keeps an explicit head axis, kernel (C, 3, H, d): q, k, v a
 second and third C channels of a PyTorch `qkv` Linear (C -> 3C) and head h is channels h·d …
 (h+1)·d of each, so converting a PyTorch weight is one reshape. The output projection kernel is
 (H, d, C): heads merge head-major (channel h·d + e), as in the official code. Every attention
-problem goes through `jax.nn.dot_product_attention`, so XLA or cuDNN's fused kernel runs it;
-`model.attention_impl='auto'` picks cuDNN's wherever its conditions hold (`choose_implementation`).
+problem goes through `attend`: cuDNN's fused kernel (`jax.nn.dot_product_attention`) or the
+written-out XLA attention (`xla_attention`); `model.attention_impl='auto'` picks cuDNN's wherever
+its conditions hold (`choose_implementation`).
 """
 import dataclasses
 import functools

@@ -11,8 +11,9 @@ accumulation the weights change once per `grad_accum_steps` micro-steps, and so 
 The EMA lives in the train state as `state['ema']`: an `EMA` module whose `model` is a clone of
 the train model, so it is built under the same logical axis rules and sharded exactly like the
 parameters, checkpointed as its own Orbax item ('ema', laps_jax/train/checkpointing.py), and
-evaluated by swapping it in for `state['model']` (`as_model`): the same eval step, the same
-shardings. `python -m laps_jax.export --ema` exports it.
+evaluated by swapping it in for `state['model']` (`as_model`, the `weights_view` of
+`train_state.jit_eval_step`): the same eval step, the same shardings.
+`python -m laps_jax.export --ema` exports it.
 """
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,6 @@ import optax
 from flax import nnx
 
 from laps_jax import named_params
-from laps_jax.train import mesh as mesh_lib
 
 
 class EMACount(nnx.Variable):
@@ -69,11 +69,3 @@ def as_model(state):
   swapped['model'] = state['ema']['model']
   return swapped
 
-
-def jit_eval_step(eval_step, graphdef, state_shardings, mesh: jax.sharding.Mesh, aggregate: str):
-  """`eval_step(graphdef, state, batch, aggregate=...)` on the EMA weights, jitted with the
-  state's shardings (as `train_state.jit_eval_step` is for the raw weights)."""
-  def step(state, batch):
-    return eval_step(graphdef, as_model(state), batch, aggregate=aggregate)
-  return jax.jit(step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=mesh_lib.replicated(mesh))

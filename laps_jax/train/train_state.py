@@ -181,12 +181,16 @@ def jit_train_step(graphdef, state_shardings, mesh: jax.sharding.Mesh,
 
 
 def jit_eval_step(graphdef, state_shardings, mesh: jax.sharding.Mesh, aggregate: str,
-                  prepare_batch: Callable | None = None):
-  return jax.jit(
-      functools.partial(with_prepared_batch(eval_step, prepare_batch), graphdef,
-                        aggregate=aggregate),
-      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
-      out_shardings=mesh_lib.replicated(mesh))
+                  prepare_batch: Callable | None = None, weights_view: Callable | None = None):
+  """eval_step compiled with the state's shardings. `weights_view(state)` (e.g. `ema.as_model`)
+  picks other weights of the same structure to evaluate; None evaluates state['model']."""
+  step_fn = with_prepared_batch(eval_step, prepare_batch)
+
+  def step(state, batch):
+    state = state if weights_view is None else weights_view(state)
+    return step_fn(graphdef, state, batch, aggregate=aggregate)
+  return jax.jit(step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=mesh_lib.replicated(mesh))
 
 
 def abstract_batch(batch_size: int, num_frames: int, image_size: int, num_classes: int,

@@ -231,12 +231,9 @@ class TrainLoop:
     self.wait_since = time.monotonic()  # the evaluation's time is not the loop's
 
   def _evaluate_both(self, which: str) -> tuple[dict, dict | None]:
-    """(raw weights, EMA weights or None) on the validation or the test split."""
     max_batches = self.config.eval.max_batches if which == 'validation' else -1
-    raw = evaluate_split(self.config, self.setup.mesh, self.eval_step, self.state, which, max_batches)
-    ema = (None if self.eval_step_ema is None else
-           evaluate_split(self.config, self.setup.mesh, self.eval_step_ema, self.state, which, max_batches))
-    return raw, ema
+    return evaluate_raw_and_ema(self.config, self.setup.mesh, self.eval_step, self.eval_step_ema,
+                                self.state, which, max_batches)
 
   def _validation_scalars(self) -> dict:
     """val_* (and val_ema_*) of the latest validation."""
@@ -308,10 +305,8 @@ def _ema_eval_step(config, setup: setup_lib.Setup):
   """The eval step on the EMA weights, or None when the state has no EMA."""
   if not ema_lib.has_ema(setup.abstract_state):
     return None
-  return ema_lib.jit_eval_step(ts_lib.with_prepared_batch(ts_lib.eval_step,
-                                                          _device_augment(config).eval_batch),
-                               setup.graphdef, setup.shardings, setup.mesh,
-                               config.test.aggregate)
+  return ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh, config.test.aggregate,
+                              _device_augment(config).eval_batch, weights_view=ema_lib.as_model)
 
 
 def _device_augment(config):
@@ -344,6 +339,15 @@ def evaluate_split(config, mesh, eval_step, state, which: str, max_batches: int 
                                lambda batch: pipeline.to_global(batch, mesh), max_batches)
 
 
+def evaluate_raw_and_ema(config, mesh, eval_step, eval_step_ema, state, which: str,
+                         max_batches: int = -1) -> tuple[dict, dict | None]:
+  """(raw weights, EMA weights or None when `eval_step_ema` is None) on `which` split."""
+  raw = evaluate_split(config, mesh, eval_step, state, which, max_batches)
+  ema = None if eval_step_ema is None else evaluate_split(config, mesh, eval_step_ema, state, which,
+                                                          max_batches)
+  return raw, ema
+
+
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Multi-view test (and single-view validation) of the latest checkpoint in `workdir`, or of
   `config.init_from` when the workdir has none. Writes WORKDIR/results.json."""
@@ -353,16 +357,14 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Evaluating %s', source)
     eval_step = ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh, config.test.aggregate,
                                      _device_augment(config).eval_batch)
-    results = {
-        'model': config.model.name, 'dataset': config.data.name, 'source': source, 'step': step,
-        'validation': evaluate_split(config, setup.mesh, eval_step, state, 'validation'),
-        'test': evaluate_split(config, setup.mesh, eval_step, state, 'test'),
-        'test_views': _test_views(config),
-    }
     # The EMA of a checkpoint (a fresh state from init_from has no average yet).
-    if step is not None and (eval_step_ema := _ema_eval_step(config, setup)) is not None:
-      for which, key in (('validation', 'validation_ema'), ('test', 'test_ema')):
-        results[key] = evaluate_split(config, setup.mesh, eval_step_ema, state, which)
+    eval_step_ema = _ema_eval_step(config, setup) if step is not None else None
+    results = {'model': config.model.name, 'dataset': config.data.name, 'source': source, 'step': step}
+    for which in ('validation', 'test'):
+      results[which], ema = evaluate_raw_and_ema(config, setup.mesh, eval_step, eval_step_ema, state, which)
+      if ema is not None:
+        results[f'{which}_ema'] = ema
+    results['test_views'] = _test_views(config)
   _write_results(workdir, results)
   return results
 
