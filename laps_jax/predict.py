@@ -16,7 +16,8 @@ Where the view settings come from, first found wins:
   2. the `data` part of --config (a laps_jax config file, e.g. the one the model was trained with);
   3. `data_config.json` next to the exported model, if the exporter wrote one;
   4. defaults: 1 clip x 1 crop (centre), dense sampling with the model family's Kinetics stride
-     (`default_frame_stride` of its registry entry: 8 for the ViT family, 16 for LVT), short side = the model's image_size, mean = std = 0.5.
+     (`default_frame_stride` of its registry entry: 8 for the ViT family, 16 for LVT), short side = the model's image_size, mean / std = the family's (`default_mean` / `default_std`:
+     0.5 for ViT and LVT, the ImageNet statistics of the official Visformer).
 The number of frames and the crop size always come from the model config.
 
 Class names (--labels): kinetics400 | kinetics600 | kinetics700 | ssv2 (shipped in
@@ -78,9 +79,10 @@ VIEW_KEYS = ('test_clips', 'test_crops', 'sampling', 'frame_stride', 'test_short
 def view_settings(model_config, data_config: dict | None, overrides: dict) -> dict:
   """The test-view settings: overrides (non-None) > data_config > defaults (module doc)."""
   from laps_jax import models  # pylint: disable=g-import-not-at-top
-  settings = dict(test_clips=1, test_crops=1, sampling='dense',
-                  frame_stride=models.family(model_config.name).default_frame_stride,
-                  test_short_side=model_config.image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+  family = models.family(model_config.name)
+  settings = dict(test_clips=1, test_crops=1, sampling='dense', frame_stride=family.default_frame_stride,
+                  test_short_side=model_config.image_size, mean=family.default_mean,
+                  std=family.default_std)
   if data_config:
     settings.update({k: data_config[k] for k in VIEW_KEYS if k in data_config})
   settings.update({k: v for k, v in overrides.items() if v is not None})

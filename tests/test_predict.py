@@ -118,6 +118,19 @@ def test_view_settings_precedence():
   assert predict.view_settings(model_config, data, {'test_clips': 2})['test_clips'] == 2
 
 
+def test_default_normalisation_is_the_family_s():
+  """Without flags or a data_config.json, a converted model is normalised as its family's
+  pretrained weights expect: mean = std = 0.5 for ViT / LVT, the LAPS Visformer configs' values
+  for Visformer."""
+  from laps_jax.models.visformer import VisformerConfig
+  vit = predict.view_settings(tiny_laps_config(), None, {})
+  assert vit['mean'] == vit['std'] == (0.5, 0.5, 0.5)
+  visformer = predict.view_settings(VisformerConfig.variant('Mu', num_classes=3), None, {})
+  assert visformer['mean'] == (0.486, 0.457, 0.407) and visformer['std'] == (0.229, 0.224, 0.225)
+  data = {'mean': (0.1, 0.2, 0.3), 'std': (1.0, 1.0, 1.0)}
+  assert predict.view_settings(VisformerConfig.variant('Mu', num_classes=3), data, {})['mean'] == (0.1, 0.2, 0.3)
+
+
 @pytest.mark.parametrize('name, count', [('kinetics400', 400), ('kinetics600', 600), ('kinetics700', 700),
                                          ('ssv2', 174)])
 def test_shipped_label_lists(name, count):

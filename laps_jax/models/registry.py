@@ -28,6 +28,10 @@ class ModelFamily:
   config_class: type  # a frozen dataclass; its fields are exactly the family's config keys
   model_class: type  # model_class(typed_config, rngs) -> nnx.Module
   default_frame_stride: int  # the frame stride `predict` uses when no data settings are given
+  # The input normalisation (of x / 255) its pretrained weights expect: `predict`'s default when
+  # neither flags nor an exported data_config.json give one.
+  default_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+  default_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
   @property
   def keys(self) -> tuple[str, ...]:
@@ -37,15 +41,17 @@ class ModelFamily:
 _FAMILIES: dict[str, ModelFamily] = {}
 
 
-def register(names: str | tuple[str, ...], config_class: type, *,
-             default_frame_stride: int) -> Callable[[type], type]:
+def register(names: str | tuple[str, ...], config_class: type, *, default_frame_stride: int,
+             default_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+             default_std: tuple[float, float, float] = (0.5, 0.5, 0.5)) -> Callable[[type], type]:
   """Class decorator: registers the decorated module class under `names` with `config_class`."""
   names = (names,) if isinstance(names, str) else tuple(names)
   if not dataclasses.is_dataclass(config_class) or 'name' not in {f.name for f in dataclasses.fields(config_class)}:
     raise TypeError(f'{config_class.__name__} must be a dataclass with a `name` field')
 
   def decorator(model_class: type) -> type:
-    family_ = ModelFamily(names, config_class, model_class, default_frame_stride)
+    family_ = ModelFamily(names, config_class, model_class, default_frame_stride,
+                          tuple(default_mean), tuple(default_std))
     for name in names:
       existing = _FAMILIES.get(name)
       if existing is not None and existing.model_class.__qualname__ != model_class.__qualname__:

@@ -302,7 +302,9 @@ def stage_leap_levels(config: VisformerConfig, stage: int) -> list[int | None]:
   return [levels[k % len(levels)] for k in range(config.stage_depths[stage + 1])]
 
 
-@register('visformer', VisformerConfig, default_frame_stride=8)
+# The official LAPS Visformer video configs (visformer_*.yaml, MEAN/STD) normalise with these.
+@register('visformer', VisformerConfig, default_frame_stride=8,
+          default_mean=(0.486, 0.457, 0.407), default_std=(0.229, 0.224, 0.225))
 class VideoVisformer(nnx.Module):
   """Visformer video classifier (name 'visformer'): `VideoNet` around the official backbone.
 
