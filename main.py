@@ -9,6 +9,7 @@ A run resumes from the latest checkpoint in --workdir. Several hosts: start the 
 each with --coordinator_address=HOST:PORT --num_processes=N --process_id=I (on TPU pods and SLURM
 / Kubernetes GPU clusters JAX finds these itself; pass --distributed to initialise anyway).
 """
+import functools
 import os
 import sys
 
@@ -17,8 +18,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from laps_jax import config_args
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.py')
+# No flag default: config_args.parse_flags passes _DEFAULT_CONFIG when --config is not given, so a
+# bad --config.KEY=VALUE is reported as one line there (a default is parsed at import).
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.py'), 'Config file, with optional :variant args.', lock_config=True)
+    'config', None, f'Config file, with optional :variant args (default: {_DEFAULT_CONFIG}).',
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.',
                                required=True)
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
@@ -51,4 +58,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  # A bad --config or --config.KEY=VALUE is one `ERROR (ConfigError): ...` line (config_args).
+  app.run(main, flags_parser=functools.partial(config_args.parse_flags,
+                                               default_config=_DEFAULT_CONFIG))

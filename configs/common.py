@@ -84,6 +84,8 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.data.num_frames = num_frames
   config.data.image_size = image_size
   config.data.test_short_side = image_size.identity()  # follows image_size until set itself
+  # An int or 'auto': typed `object`, so `--config.data.num_workers=auto` and `=4` both parse.
+  config.data.num_workers = ml_collections.FieldReference(config.data.num_workers, field_type=object)
 
   config.batch_size = batch_size  # global, per train step (one micro-batch of the accumulation)
   config.num_epochs = float(num_epochs)

@@ -142,9 +142,17 @@ def to_config_dict(typed) -> ml_collections.ConfigDict:
 
 
 def build(config, rngs):
-  """The model that `config` (a model ConfigDict or typed config) describes, freshly initialised."""
+  """The model that `config` (a model ConfigDict or typed config) describes, freshly initialised.
+  What the model's construction rejects (e.g. a leap level that does not divide num_frames) is a
+  ConfigError (a ValueError) naming config.model, which the commands print as one line."""
+  from laps_jax.train.errors import ConfigError  # pylint: disable=g-import-not-at-top
   typed = typed_config(config)
-  return family(typed.name).model_class(typed, rngs)
+  try:
+    return family(typed.name).model_class(typed, rngs)
+  except ValueError as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise ConfigError(f'config.model ({typed.name}): {e}') from e
 
 
 class SizeVariants:

@@ -35,8 +35,30 @@ def data_pipeline():
 # =============================================================================================
 # Checks before anything is compiled
 # =============================================================================================
+# Sizes and counts that must be > 0 (a key a config does not have is skipped); 0 would divide by
+# zero or build an empty model. The model's are checked before its config class's own checks.
+POSITIVE_KEYS = (
+    'batch_size', 'eval.batch_size', 'test.batch_size', 'optimizer.grad_accum_steps',
+    'log_every_steps', 'checkpoint.keep', 'precise_bn.every_epochs',
+    'model.num_frames', 'model.image_size', 'model.num_classes', 'model.patch_size',
+    'model.patch_stride', 'model.hidden_size', 'model.num_heads', 'model.num_layers',
+    'model.mlp_dim', 'model.head_mlp_dim', 'model.stem_channels', 'model.conv_groups',
+    'model.temporal_embed_frames', 'model.shift_segment_frames')
+
+
 def check_config(config) -> None:
-  """Static checks of the config: model and data keys, model/data agreement, run length."""
+  """Static checks of the config: sizes and counts positive, model and data keys, model/data
+  agreement, run length."""
+  for path in POSITIVE_KEYS:
+    section, _, key = path.rpartition('.')
+    holder = config.get(section) if section else config
+    if holder is None or key not in holder or holder[key] is None:
+      continue  # not this config's (or a None placeholder: derived when the model is built)
+    if isinstance(holder[key], bool) or not isinstance(holder[key], (int, float)) or holder[key] <= 0:
+      raise ConfigError(f'config.{path} must be a positive number, got {holder[key]!r}')
+  mesh_shape = tuple(config.mesh_shape)
+  if not all(isinstance(s, int) and not isinstance(s, bool) for s in mesh_shape):
+    raise ConfigError(f'config.mesh_shape must be integers (data, fsdp, tensor), got {mesh_shape}')
   try:
     models.validate_config(config.model)
     data_pipeline().validate_config(config.data)
