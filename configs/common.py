@@ -43,7 +43,9 @@ EVAL = dict(every_steps=5000, batch_size=64, max_batches=-1)  # validation: one 
 TEST = dict(at_end=True, batch_size=16, aggregate='sum_logits')  # the multi-view test
 # best_metric: '' (off) or a validation metric ('val_top1', 'val_top5', 'val_loss', 'val_ema_top1',
 # ...): the checkpoint with its best value (max; min for a loss) is kept beside the last `keep`.
-CHECKPOINT = dict(every_steps=1000, keep=3, asynchronous=True, best_metric='')
+# restore_step: -1 resumes (and eval evaluates) the newest intact checkpoint; N >= 0 that step
+# (training then moves the newer ones to WORKDIR/checkpoints_set_aside; laps_jax/train/checkpointing.py).
+CHECKPOINT = dict(every_steps=1000, keep=3, asynchronous=True, best_metric='', restore_step=-1)
 # config.ema: exponential moving average of the weights, ema = decay·ema + (1 - decay)·w after
 # every optimizer update (0 = off); evaluated beside the raw weights (val_ema_*, test_ema_*).
 EMA = dict(decay=0.0)
@@ -90,6 +92,10 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.batch_size = batch_size  # global, per train step (one micro-batch of the accumulation)
   config.num_epochs = float(num_epochs)
   config.total_steps = -1  # > 0 overrides num_epochs
+  # N > 0: a step whose loss or gradients are not finite is skipped (optax.apply_if_finite; the
+  # `skipped_updates` train metric counts them) and the run stops after N in a row; 0: it stops
+  # at the first non-finite loss.
+  config.skip_nonfinite_updates = 0
   config.optimizer = _section('optimizer', OPTIMIZER, optimizer)
   config.schedule = _section('schedule', SCHEDULE, schedule)
 

@@ -11,18 +11,26 @@ Written by `laps_jax.export` (from a training run), the weight converters (`laps
 No optimizer state, no RNG state: a model to evaluate or fine-tune.
 """
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from laps_jax import named_params
 
 PARAMS_DIR = 'params'
 CONFIG_FILE = 'model_config.json'
+
+
+def as_path(path: epath.PathLike) -> epath.Path:
+  """`path` as an etils Path: a local path made absolute (Orbax wants absolute paths), a URL
+  (gs://bucket/run, ...) left exactly as given, so that every reader and writer (Orbax, the JSON
+  files) goes through the same file system layer."""
+  path = epath.Path(path)
+  return path if '://' in str(path) else path.absolute()
 
 
 def _model_config(config) -> ml_collections.ConfigDict:
@@ -51,16 +59,15 @@ def save_model(directory: str, model: nnx.Module, config, *, dtype: str | None =
 def save_params(directory: str, params: dict, config, *, dtype: str | None = None) -> None:
   """Like `save_model`, from a nested dict of parameter arrays (what converters produce)."""
   config = _model_config(config)
-  directory = os.path.abspath(directory)
+  directory = as_path(directory)
   if dtype is not None:
     params = jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, PARAMS_DIR), params)
+    checkpointer.save(directory / PARAMS_DIR, params)
     checkpointer.wait_until_finished()
   if jax.process_index() == 0:
-    with open(os.path.join(directory, CONFIG_FILE), 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 
 def lists_to_tuples(value):
@@ -74,18 +81,17 @@ def lists_to_tuples(value):
 
 def load_config(directory: str) -> ml_collections.ConfigDict:
   """The model config saved next to the parameters."""
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = as_path(directory) / CONFIG_FILE
+  if not path.is_file():
     raise FileNotFoundError(f'{directory} is not an exported model: {CONFIG_FILE} is missing '
                             '(export a training run with `python -m laps_jax.export`)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(lists_to_tuples(json.load(f)))
+  return ml_collections.ConfigDict(lists_to_tuples(json.loads(path.read_text())))
 
 
 def load_params(directory: str) -> dict:
   """The saved parameters as a nested dict of NumPy arrays (on the host, in the saved dtype)."""
-  path = os.path.join(os.path.abspath(directory), PARAMS_DIR)
-  if not os.path.isdir(path):
+  path = as_path(directory) / PARAMS_DIR
+  if not path.is_dir():
     raise FileNotFoundError(f'{directory} is not an exported model: {PARAMS_DIR}/ is missing')
   with ocp.StandardCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path).item_metadata.tree

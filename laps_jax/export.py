@@ -12,9 +12,10 @@ It keeps the parameters (and BatchNorm statistics) and writes DIR with
 read, plus DIR/data_config.json, the run's `config.data` (frames, stride, sampling, test clips ×
 crops, mean / std, short sides, dataset name): `laps_jax.predict` uses that test protocol by
 default. Runs on one host, no accelerator needed (the arrays are read into host memory).
+TRAIN_DIR and DIR may be URLs (gs://...): paths go through etils.epath. A checkpoint folder Orbax
+did not finalise is not taken as the latest.
 """
 import json
-import os
 import sys
 
 from absl import app
@@ -30,11 +31,10 @@ from laps_jax import named_params
 def load_run_config(workdir: str):
   """The config a training run saved in its workdir (config.json)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = checkpoints.as_path(workdir) / 'config.json'
+  if not path.is_file():
     raise FileNotFoundError(f'{workdir} is not a training workdir: config.json is missing')
-  with open(path) as f:
-    return ml_collections.ConfigDict(checkpoints.lists_to_tuples(json.load(f)))
+  return ml_collections.ConfigDict(checkpoints.lists_to_tuples(json.loads(path.read_text())))
 
 
 DATA_CONFIG_FILE = 'data_config.json'  # what laps_jax.predict reads beside an exported model
@@ -53,12 +53,14 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
   from laps_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
   if which not in WHICH:
     raise ValueError(f'--which must be one of {WHICH}, got {which!r}')
-  if os.path.exists(output) and os.listdir(output):
+  output_path = checkpoints.as_path(output)
+  if output_path.exists() and any(output_path.iterdir()):
     raise FileExistsError(f'--output={output} exists and is not empty; choose a new directory')
   config = load_run_config(workdir)
   best_metric = config.get('checkpoint', {}).get('best_metric', '')
-  # keep: every step (this manager only reads); best_metric: to find the best step.
-  checkpointer = checkpointing.Checkpointer(workdir, keep=1_000_000, best_metric=best_metric)
+  # read_only: saves, deletes and creates nothing; best_metric: to find the best step.
+  checkpointer = checkpointing.Checkpointer(workdir, keep=1_000_000, best_metric=best_metric,
+                                            read_only=True)
   try:
     if step is None and which == 'best':
       step = checkpointer.best_step()
@@ -66,7 +68,8 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
         raise FileNotFoundError(
             f'{workdir} has no best checkpoint: ' + ('no checkpoint was saved with validation '
             'metrics' if best_metric else 'the run did not set config.checkpoint.best_metric'))
-    step = checkpointer.latest_step() if step is None else step
+    if step is None:  # the latest finalised step (restore_model_arrays says when there is none)
+      step = (checkpointer.finalized_steps() or [None])[-1]
     arrays = named_params.flatten(
         checkpointer.restore_model_arrays(step, item='ema' if ema else 'model'))
   finally:
@@ -78,8 +81,8 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
   params = traverse_util.unflatten_dict({name: arrays[name] for name in names}, sep='/')
   checkpoints.save_params(output, params, config.model, dtype=dtype)
   if 'data' in config:
-    with open(os.path.join(output, DATA_CONFIG_FILE), 'w') as f:
-      json.dump(config.data.to_dict(), f, indent=2, sort_keys=True)
+    (output_path / DATA_CONFIG_FILE).write_text(
+        json.dumps(config.data.to_dict(), indent=2, sort_keys=True))
   return step
 
 

@@ -26,9 +26,235 @@ from conftest import REPO, python_env, run_python, write_config_file  # pylint: 
 # =============================================================================================
 
 
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory, synthetic_data_dir):
+  """A finished tiny run (6 steps, checkpoints at 3 and 6): each test copies it, then damages or
+  resumes the copy."""
+  from conftest import make_tiny_config
+  from laps_jax.train import trainer
+  workdir = str(tmp_path_factory.mktemp('trained') / 'run')
+  trainer.run(make_tiny_config(synthetic_data_dir), workdir)
+  return workdir
+
+
+def _copy(workdir, tmp_path) -> str:
+  import shutil
+  copy = str(tmp_path / 'run')
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_resume_needs_no_init_from(trained_workdir, tiny_config, tmp_path):
+  """A run that resumes neither checks nor reads config.init_from (moved, or another cwd)."""
+  from laps_jax.train import trainer
+  workdir = _copy(trained_workdir, tmp_path)
+  config = tiny_config()
+  config.init_from = str(tmp_path / 'pretrained_model_gone')
+  config.total_steps = 9
+  assert trainer.run(config, workdir)['step'] == 9
+
+
+def test_eval_writes_its_own_results_and_creates_nothing(trained_workdir, tiny_config, tmp_path):
+  import json
+  from laps_jax.train import trainer
+  from laps_jax.train.errors import ConfigError
+  workdir = _copy(trained_workdir, tmp_path)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    training_results = f.read()
+  config = tiny_config()
+  config.mode = 'eval'
+  config.data.test_clips = 1  # a cheaper test: one view
+  evaluated = trainer.run(config, workdir)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert f.read() == training_results  # the training run's results are kept
+  with open(os.path.join(workdir, trainer.EVAL_RESULTS_FILE)) as f:
+    assert json.load(f)['step'] == evaluated['step'] == 6
+
+  typo = str(tmp_path / 'runn')
+  with pytest.raises(ConfigError, match=f'nothing to evaluate: the workdir {typo} has no checkpoints'):
+    trainer.run(config, typo)
+  assert not os.path.exists(typo)  # no WORKDIR/checkpoints/ made by the look
+
+
+def test_leftover_micro_steps_round_to_whole_updates(tiny_config, caplog):
+  """7 steps of 2 micro-steps each would end with half an update: the run trains 8."""
+  from laps_jax.train import setup as setup_lib
+  config = tiny_config()
+  config.total_steps = 7
+  config.optimizer.grad_accum_steps = 2
+  with caplog.at_level('WARNING'):
+    assert setup_lib.run_length(config, 256)[0] == 8
+  assert 'training 8 steps (4 updates)' in caplog.text
+  config.total_steps, config.num_epochs = -1, 1.0  # 256 videos / 8 per step = 32 steps: whole
+  assert setup_lib.run_length(config, 256)[0] == 32
+  config.optimizer.grad_accum_steps = 3
+  assert setup_lib.run_length(config, 256)[0] == 33
+
+
+# --- Stray processes, kill -9, preemption (exit code, several processes) ---------------------
+
+
 # =============================================================================================
 # 2. Damaged state
 # =============================================================================================
+
+
+def _damage(workdir, step, how):
+  import glob
+  folder = os.path.join(workdir, 'checkpoints', str(step))
+  if how == 'truncated_array':
+    path = max(glob.glob(os.path.join(folder, 'model', 'ocdbt.process_0', 'd', '*')),
+               key=os.path.getsize)
+    os.truncate(path, os.path.getsize(path) // 2)
+  elif how == 'missing_data_file':
+    os.remove(os.path.join(folder, 'data', 'process_0-of-1.json'))
+
+
+@pytest.mark.parametrize('how', ['truncated_array', 'missing_data_file'])
+def test_damaged_latest_checkpoint_falls_back_and_is_kept(trained_workdir, tiny_config, tmp_path,
+                                                           caplog, how):
+  from laps_jax.train import trainer
+  workdir = _copy(trained_workdir, tmp_path)
+  _damage(workdir, 6, how)
+  config = tiny_config()
+  with caplog.at_level('WARNING'):
+    results = trainer.run(config, workdir)
+  assert results['step'] == 6  # steps 4..6 trained again from the checkpoint at 3
+  damaged = os.path.join(workdir, 'checkpoints', '6')
+  assert f'The checkpoint {damaged} is damaged' in caplog.text
+  assert 'Traceback' not in caplog.text
+  # Kept out of Orbax's sight (which would count, refuse to overwrite and delete it) ...
+  kept = os.path.join(workdir, 'checkpoints_set_aside', '6')
+  assert os.path.isdir(os.path.join(kept, 'model'))
+  # ... and the step saved anew.
+  assert os.path.exists(os.path.join(workdir, 'checkpoints', '6', 'commit_success.txt'))
+
+
+def test_stray_folder_is_ignored_and_kept(trained_workdir, tiny_config, tmp_path, caplog):
+  from laps_jax.train import trainer
+  workdir = _copy(trained_workdir, tmp_path)
+  os.makedirs(os.path.join(workdir, 'checkpoints', '7'))
+  with open(os.path.join(workdir, 'checkpoints', '7', 'junk.txt'), 'w') as f:
+    f.write('not a checkpoint')
+  with caplog.at_level('WARNING'):
+    results = trainer.run(tiny_config(), workdir)  # resumes at 6 of 6: validates only
+  assert results['step'] == 6
+  assert 'checkpoints/7: not a checkpoint Orbax finalised' in caplog.text
+  assert os.path.exists(os.path.join(workdir, 'checkpoints_set_aside', '7', 'junk.txt'))
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints', '7'))
+
+
+def test_restore_step(trained_workdir, tiny_config, tmp_path):
+  """--config.checkpoint.restore_step=N parses; N picks the checkpoint to evaluate or resume from,
+  a step that is not there is one ConfigError listing those that are."""
+  from absl import flags
+  from ml_collections import config_flags
+  from laps_jax.train import trainer
+  from laps_jax.train.errors import ConfigError
+  argv = ['main.py', f'--config={os.path.join(REPO, "configs", "demo.py")}',
+          '--config.checkpoint.restore_step=7', '--config.skip_nonfinite_updates=5']
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  assert flag_values.config.checkpoint.restore_step == 7
+  assert flag_values.config.skip_nonfinite_updates == 5
+
+  workdir = _copy(trained_workdir, tmp_path)
+  config = tiny_config()
+  config.checkpoint.restore_step = 5
+  with pytest.raises(ConfigError, match=r'restore_step=5: no checkpoint at that step in .*'
+                                         r'\(the steps there: \[3, 6\]\)'):
+    trainer.run(config, workdir)
+  config.mode, config.checkpoint.restore_step, config.data.test_clips = 'eval', 3, 1
+  assert trainer.run(config, workdir)['step'] == 3
+  # Training from 3: the newer checkpoint is set aside (Orbax would not save step 6 again).
+  config.mode = 'train'
+  assert trainer.run(config, workdir)['step'] == 6
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints_set_aside', '6', 'model'))
+
+
+def test_checkpoint_of_another_config_is_not_damage(trained_workdir, tiny_config, tmp_path):
+  """A checkpoint that restores but does not fit the config is an error, not passed over."""
+  from laps_jax.train import trainer
+  from laps_jax.train.errors import ConfigError
+  workdir = _copy(trained_workdir, tmp_path)
+  config = tiny_config()
+  config.model.mlp_dim = 32
+  with pytest.raises(ConfigError, match=r'checkpoints/6 does not fit this config: model '
+                                         r"'blocks/0/mlp/fc1/bias' has shape \(64,\)"):
+    trainer.run(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_set_aside'))
+
+
+def test_skip_nonfinite_updates(tiny_config, tmp_path):
+  """config.skip_nonfinite_updates=N: a diverging run skips the non-finite steps (counted in
+  `skipped_updates`), keeps saving finite states, and stops after N in a row, naming the step and
+  the checkpoint to resume from."""
+  from conftest import read_scalars
+  from laps_jax.train import checkpointing
+  from laps_jax.train import trainer
+  from laps_jax.train.errors import NonFiniteLossError
+  config = tiny_config()
+  config.total_steps = 12
+  config.checkpoint.every_steps = 1
+  config.log_every_steps = 100  # metrics are still checked before every checkpoint
+  config.skip_nonfinite_updates = 3
+  config.optimizer.update(dict(name='sgd', clip_norm=0.0))
+  config.schedule.update(dict(name='piecewise', base_lr=1e12, warmup_epochs=0.0, decay_epochs=()))
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(NonFiniteLossError, match=r'3 updates in a row had a non-finite loss or '
+                                                r'gradient \(config.skip_nonfinite_updates=3\) at '
+                                                r'step (\d+); stopping') as error:
+    trainer.train_and_evaluate(config, workdir)
+  stop_step = int(error.value.args[0].split('at step ')[1].split(';')[0])
+  steps = checkpointing.Checkpointer(workdir, keep=100, read_only=True).all_steps()
+  assert max(steps) == stop_step - 1  # the skipped steps' states were finite: saved
+  assert f'The last checkpoint is step {stop_step - 1} in {workdir}/checkpoints' in str(error.value)
+  skipped = dict(read_scalars(workdir, 'skipped_updates'))
+  assert skipped[stop_step - 1] == skipped[stop_step - 2] == 1.0 and skipped[1] == 0.0
+
+
+def test_a_skipped_micro_step_never_reaches_the_accumulator(tiny_config):
+  """With gradient accumulation, optax.apply_if_finite (outside optax.MultiSteps) drops a
+  non-finite micro-batch whole: [a, NaN, b] gives the parameters of [a, b]."""
+  import jax
+  import numpy as np
+  from flax import nnx
+  from laps_jax.train import mesh as mesh_lib
+  from laps_jax.train import setup as setup_lib
+  from laps_jax.train import train_state as ts_lib
+  config = tiny_config()
+  config.optimizer.grad_accum_steps = 2
+  config.skip_nonfinite_updates = 2
+  config.schedule.update(dict(name='piecewise', base_lr=0.1, warmup_epochs=0.0, decay_epochs=()))
+  config.model.update(dict(num_layers=1, leap_levels=(1,)))  # one block: compiles faster
+  setup = setup_lib.set_up(config, 'train')
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, config.model.num_classes, 8).astype(np.int32)
+
+  def batch(videos):
+    return dict(videos=videos.astype(np.float32), labels=labels,
+                targets=np.eye(config.model.num_classes, dtype=np.float32)[labels])
+  a, b = (batch(rng.normal(size=(8, 4, 16, 16, 3))) for _ in range(2))
+  bad = batch(np.full((8, 4, 16, 16, 3), np.nan))
+  params = []
+  with mesh_lib.activate(setup.mesh, config.axis_rules):
+    step = ts_lib.jit_train_step(setup.graphdef, setup.shardings, setup.mesh, skip_nonfinite=True)
+    for batches in ([a, bad, b], [a, b]):
+      state = ts_lib.create_train_state(setup.init_fn, setup.shardings)
+      skipped = []
+      for x in batches:
+        state, metrics = step(state, jax.device_put(x, mesh_lib.batch_sharding(setup.mesh)))
+        skipped.append(float(metrics['skipped_updates']))
+      assert skipped == ([0.0, 1.0, 0.0] if len(batches) == 3 else [0.0, 0.0])
+      params.append(nnx.to_pure_dict(nnx.filter_state(state['model'], nnx.Param)))
+    fresh = nnx.to_pure_dict(nnx.filter_state(
+        ts_lib.create_train_state(setup.init_fn, setup.shardings)['model'], nnx.Param))
+  for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # and the update did happen: the parameters moved from the fresh ones
+  assert any(not np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(fresh)))
 
 
 # =============================================================================================

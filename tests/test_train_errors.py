@@ -99,4 +99,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_c
   assert 1 < bad_step <= 12
   steps = checkpointing.Checkpointer(workdir, keep=100).all_steps()
   assert steps and max(steps) == bad_step - 1  # every good step saved, nothing after
+  # The message says where to resume from, and how to get past the step.
+  assert (f'The last checkpoint is step {bad_step - 1} in {workdir}/checkpoints: the same command '
+          f'with --workdir={workdir} resumes from it') in str(error.value)
+  assert '--config.skip_nonfinite_updates=N' in str(error.value)
   assert not os.path.exists(os.path.join(workdir, 'results.json'))

@@ -14,29 +14,49 @@ with the save of the step it validated; steps saved without them only count as l
 Model and optimizer are separate items so that `laps_jax.export` can read the model alone.
 Saving is asynchronous: the arrays are copied off the devices, then written in a background
 thread while training goes on. The grain iterator state is captured at the call.
+
+Resuming (`restore_intact`) takes the newest checkpoint that restores (or the step
+config.checkpoint.restore_step names). Passed over, with a warning each:
+  - a numbered folder Orbax did not finalise (no commit_success.txt, e.g. `checkpoints/7/junk.txt`);
+  - a damaged checkpoint (a truncated or garbled array file, a missing data/process_0-of-1.json):
+    its restore fails, and the next older one is tried.
+Training then moves such folders, and any checkpoint newer than the one it resumes from, to
+WORKDIR/checkpoints_set_aside/<step> (kept for a look, never deleted): left in checkpoints/, Orbax
+would count them as the latest steps, refuse to save those steps again, and delete them as old
+checkpoints. A checkpoint that does not fit the config (other shapes or items) is an error, not
+damage. Paths go through etils.epath: a gs:// workdir works as a local one.
 """
 import logging
-import os
 import signal
 import threading
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 from jax.experimental import multihost_utils
 from flax import nnx
 
+from laps_jax import checkpoints as model_checkpoints
+from laps_jax import named_params
+from laps_jax.train.errors import ConfigError
+
 CHECKPOINT_DIR = 'checkpoints'
+SET_ASIDE_DIR = 'checkpoints_set_aside'  # passed-over step folders, moved out of Orbax's sight
 STATE_ITEMS = ('model', 'optimizer', 'ema')  # the train state's parts, each its own Orbax item
 
 
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` that knows the items of a training checkpoint."""
 
-  def __init__(self, workdir: str, *, keep: int, asynchronous: bool = True, best_metric: str = ''):
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  def __init__(self, workdir: epath.PathLike, *, keep: int, asynchronous: bool = True,
+               best_metric: str = '', read_only: bool = False):
+    """`read_only`: for evaluation and export, which neither save nor create the directory."""
+    self.workdir = model_checkpoints.as_path(workdir)
+    self.directory = self.workdir / CHECKPOINT_DIR
     self.best_metric = best_metric
+    self.read_only = read_only
     if best_metric:
       # Orbax sorts ascending and keeps the last n: reverse for a metric to minimise.
       lower_is_better = best_metric_mode(best_metric) == 'min'
@@ -47,10 +67,11 @@ class Checkpointer:
                                     keep_checkpoints_without_metrics=False)])
       options = ocp.CheckpointManagerOptions(
           preservation_policy=policy, best_fn=metric, best_mode=best_metric_mode(best_metric),
-          create=True, enable_async_checkpointing=asynchronous)
+          create=not read_only, read_only=read_only, enable_async_checkpointing=asynchronous)
     else:
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
+          max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
+          enable_async_checkpointing=asynchronous)
     handlers = {item: ocp.StandardCheckpointHandler() for item in STATE_ITEMS}
     handlers['data'] = grain.checkpoint.CheckpointHandler()
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -60,6 +81,109 @@ class Checkpointer:
 
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
+
+  def is_finalized(self, step: int) -> bool:
+    """Whether Orbax finalised the folder of `step`: it writes commit_success.txt last, on every
+    file system (Orbax's own `is_path_finalized` trusts any non-temporary name on a local disk)."""
+    return ocp.path.step.is_path_finalized(
+        self.directory / str(step), temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath)
+
+  def finalized_steps(self) -> list[int]:
+    """The steps whose folders Orbax finalised, ascending."""
+    return sorted(s for s in self.all_steps() if self.is_finalized(s))
+
+  def restore_intact(self, abstract_state: nnx.State, data_iterator=None, *,
+                     step: int = -1) -> tuple[int, nnx.State] | None:
+    """(step, state) of the newest checkpoint that restores, or of `step` when it is >= 0
+    (config.checkpoint.restore_step); None when the directory holds no finalised checkpoint.
+
+    Unfinalised folders and damaged checkpoints are passed over with a warning (see the module
+    docstring). Not `read_only` (training), they and every checkpoint newer than the restored
+    one are moved to WORKDIR/checkpoints_set_aside. Raises ConfigError for a `step` that is not
+    there or does not restore, for a checkpoint that does not fit `abstract_state`, and when no
+    checkpoint restores.
+    """
+    unfinished = [s for s in self.all_steps() if not self.is_finalized(s)]
+    for s in unfinished:
+      logging.warning('Ignoring %s: not a checkpoint Orbax finalised (no commit_success.txt).',
+                      self.directory / str(s))
+    steps = self.finalized_steps()
+    if step >= 0 and step not in steps:
+      raise ConfigError(f'config.checkpoint.restore_step={step}: no checkpoint at that step in '
+                        f'{self.directory} (the steps there: {steps})')
+    damaged = []
+    for candidate in ([step] if step >= 0 else reversed(steps)):
+      self._check_fits(candidate, abstract_state)
+      try:
+        state = self.restore(candidate, abstract_state, data_iterator)
+      except Exception as e:  # pylint: disable=broad-except  (TensorStore, JSON, OS errors)
+        reason = f'{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ""}'
+        if step >= 0:
+          raise ConfigError(f'config.checkpoint.restore_step={step}: the checkpoint in '
+                            f'{self.directory / str(step)} is damaged ({reason}); the steps there: '
+                            f'{steps}') from None
+        logging.warning('The checkpoint %s is damaged and is passed over (%s).',
+                        self.directory / str(candidate), reason)
+        damaged.append(candidate)
+        continue
+      if not self.read_only:
+        self._set_aside(sorted(set(unfinished) | {s for s in steps if s > candidate}))
+      return candidate, state
+    if damaged:
+      raise ConfigError(f'no checkpoint in {self.directory} restores: every one is damaged '
+                        f'(steps {sorted(damaged)}; see the warnings above). Move them away to '
+                        'start afresh, or use a new workdir.')
+    if not self.read_only:
+      self._set_aside(unfinished)
+    return None
+
+  def _check_fits(self, step: int, abstract_state: nnx.State) -> None:
+    """ConfigError when the checkpoint at `step` holds other items or other parameter names or
+    shapes than `abstract_state` (the config changed): not damage, so no older step is tried.
+    Unreadable metadata is left for the restore to report as damage."""
+    try:
+      metadata = self.manager.item_metadata(step)
+    except Exception:  # pylint: disable=broad-except
+      return
+    for item in (item for item in STATE_ITEMS if item in abstract_state):
+      saved = metadata.get(item) if item in metadata else None
+      if saved is None:
+        problem = f'it has no {item!r} item'
+      else:
+        wanted = named_params.flatten(nnx.to_pure_dict(abstract_state[item]))
+        saved = named_params.flatten(saved)
+        differ = sorted(set(wanted) ^ set(saved)) or sorted(
+            name for name, x in wanted.items()
+            if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)  # stored as raw key data
+            and tuple(x.shape) != tuple(saved[name].shape))
+        if not differ:
+          continue
+        problem = f'{item} {differ[0]!r} ' + (
+            f'has shape {tuple(saved[differ[0]].shape)}, the config gives '
+            f'{tuple(wanted[differ[0]].shape)}' if differ[0] in saved and differ[0] in wanted
+            else 'is in only one of them') + (f' (and {len(differ) - 1} more)' if len(differ) > 1 else '')
+      raise ConfigError(f'the checkpoint {self.directory / str(step)} does not fit this config: '
+                        f'{problem}. Resume with the config it was saved with '
+                        f'({self.workdir / "config.json"}), or use a new workdir.')
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves the folders of `steps` to WORKDIR/checkpoints_set_aside/<step> (process 0; every
+    process waits), so that Orbax neither counts, overwrites nor deletes them."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      target_dir = self.workdir / SET_ASIDE_DIR
+      target_dir.mkdir(parents=True, exist_ok=True)
+      for s in steps:
+        target, n = target_dir / str(s), 1
+        while target.exists():  # set aside before: keep both
+          target, n = target_dir / f'{s}.{n}', n + 1
+        (self.directory / str(s)).rename(target)
+        logging.warning('Moved %s to %s: training goes on from an older step and will save this '
+                        'step again.', self.directory / str(s), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('laps_jax:checkpoints_set_aside')
+    self.manager.reload()
 
   def best_step(self) -> int | None:
     """The kept step with the best `best_metric`; None without best_metric or without a step
@@ -101,10 +225,11 @@ class Checkpointer:
   def restore_model_arrays(self, step: int | None = None, item: str = 'model') -> dict:
     """The `model` item (or the model part of the `ema` item) of a checkpoint as a nested dict of
     NumPy arrays (for export)."""
-    step = self.latest_step() if step is None else step
-    if step is None or step not in self.all_steps():
+    steps = self.finalized_steps()
+    step = (steps or [None])[-1] if step is None else step
+    if step is None or step not in steps:
       raise FileNotFoundError(f'no checkpoint at step {step} in {self.directory} '
-                              f'(steps there: {self.all_steps()})')
+                              f'(steps there: {steps})')
     metadata = self.manager.item_metadata(step)
     if metadata.get(item) is None:
       raise FileNotFoundError(f'the checkpoint at step {step} in {self.directory} has no {item!r} '

@@ -6,7 +6,9 @@ clu's writers and periodic actions are imported where they are made, after
 
 Train metrics stay on the devices until a log or checkpoint step (fetching every step would
 stall the asynchronous dispatch); then the buffered steps are fetched together, checked for a
-non-finite loss, averaged and written.
+non-finite loss, averaged and written. With config.skip_nonfinite_updates = N > 0 the steps the
+train step skipped (non-finite loss or gradients) are counted instead (`skipped_updates`, left
+out of the means) and the run stops after N in a row.
 """
 import math
 import time
@@ -60,9 +62,16 @@ def to_host(tree):
 
 
 class TrainMetricsBuffer:
-  """Collects the metrics dicts of consecutive train steps (on device) until `flush`."""
+  """Collects the metrics dicts of consecutive train steps (on device) until `flush`.
 
-  def __init__(self):
+  `max_skipped_in_a_row`: config.skip_nonfinite_updates (0: the first non-finite loss stops).
+  `resume_hint()`: what the NonFiniteLossError adds: the checkpoint to resume from.
+  """
+
+  def __init__(self, max_skipped_in_a_row: int = 0, resume_hint=lambda: ''):
+    self._max_skipped = max_skipped_in_a_row
+    self._skipped_in_a_row = 0  # carried over flushes
+    self._resume_hint = resume_hint
     self._steps: list[int] = []
     self._metrics: list[dict] = []
     self._last_flush_time = time.monotonic()
@@ -75,17 +84,31 @@ class TrainMetricsBuffer:
   def flush(self) -> tuple[dict[str, float], dict[str, float]]:
     """(mean of each metric over the buffered steps, timing: steps/s), and empties the buffer.
 
-    Raises NonFiniteLossError naming the first step whose loss is NaN or infinite.
+    Raises NonFiniteLossError naming the first step whose loss is NaN or infinite (or, skipping,
+    the step that made max_skipped_in_a_row skipped steps in a row).
     """
     if not self._metrics:
       return {}, {}
-    values = to_host(self._metrics)
+    values, kept = to_host(self._metrics), []
     for step, m in zip(self._steps, values):
-      if not math.isfinite(float(m['loss'])):
+      if self._max_skipped > 0 and 'skipped_updates' in m:
+        skipped = bool(m['skipped_updates'])
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
+        if self._skipped_in_a_row >= self._max_skipped:
+          raise NonFiniteLossError(
+              f'{self._skipped_in_a_row} updates in a row had a non-finite loss or gradient '
+              f'(config.skip_nonfinite_updates={self._max_skipped}) at step {step}; stopping. '
+              + self._resume_hint())
+        if skipped:
+          continue
+      elif not math.isfinite(float(m['loss'])):
         raise NonFiniteLossError(
-            f'the training loss is {float(m["loss"])} at step {step}; stopping. The last checkpoint '
-            'saved before this step is kept (lower the learning rate, or check the data).')
-    means = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
+            f'the training loss is {float(m["loss"])} at step {step}; stopping. '
+            + self._resume_hint())
+      kept.append(m)
+    means = {k: float(np.mean([m[k] for m in kept])) for k in values[0] if kept}
+    if 'skipped_updates' in values[0]:  # a count over the flushed steps, not a mean
+      means['skipped_updates'] = float(sum(m['skipped_updates'] for m in values))
     now = time.monotonic()
     timing = {}
     if self._last_flush_step is not None:

@@ -3,9 +3,10 @@ length, the optimizer and the abstract train state, and the state's first values
 
 Everything that can be checked before compiling is checked here first (config keys, data
 prepared, batch and heads against the mesh, parameter shapes against the mesh, init_from
-present), so a wrong config fails in seconds with a message that says what to change.
+present unless the workdir holds a checkpoint to resume from), so a wrong config fails in seconds
+with a message that says what to change.
 
-    set_up(config, mode) -> Setup       the same sequence for 'train', 'eval' and 'dry_run'
+    set_up(config, mode, workdir) -> Setup   the same sequence for 'train', 'eval' and 'dry_run'
     fresh_state(config, setup)          a new state (with config.init_from's parameters if set)
 """
 import dataclasses
@@ -20,6 +21,7 @@ from flax import nnx
 from laps_jax import checkpoints as model_checkpoints
 from laps_jax import models
 from laps_jax import named_params
+from laps_jax.train import checkpointing
 from laps_jax.train import mesh as mesh_lib
 from laps_jax.train import optimizer as optimizer_lib
 from laps_jax.train import train_state as ts_lib
@@ -113,19 +115,39 @@ def run_length(config, num_train_examples: int | None) -> tuple[int, float]:
   """(total train steps, train steps per epoch). An epoch is every video seen once: with
   repeated augmentation (data.num_repeats = k) a batch holds batch_size / k videos. Without a
   dataset size (dry run on an unprepared dataset) an epoch is taken as one step: only the
-  schedule's numbers change."""
+  schedule's numbers change. The total is rounded up to whole optimizer updates (a multiple of
+  optimizer.grad_accum_steps, logged): leftover micro-steps would be computed for nothing and
+  leave a half-filled accumulator in the final checkpoint."""
   videos_per_step = config.batch_size / config.data.get('num_repeats', 1)
   steps_per_epoch = (num_train_examples / videos_per_step) if num_train_examples else 1.0
   if config.total_steps > 0:
-    return int(config.total_steps), steps_per_epoch
-  return max(1, math.ceil(config.num_epochs * steps_per_epoch)), steps_per_epoch
+    total_steps = int(config.total_steps)
+  else:
+    total_steps = max(1, math.ceil(config.num_epochs * steps_per_epoch))
+  accum = config.optimizer.grad_accum_steps
+  if total_steps % accum:
+    rounded = math.ceil(total_steps / accum) * accum
+    logging.warning('%d train steps are not whole updates of optimizer.grad_accum_steps=%d '
+                    'micro-steps: training %d steps (%d updates).', total_steps, accum, rounded,
+                    rounded // accum)
+    total_steps = rounded
+  return total_steps, steps_per_epoch
 
 
 def make_optimizer(config, total_steps: int, steps_per_epoch: float):
-  """(tx, schedule); the schedule counts optimizer updates (one per grad_accum_steps steps)."""
+  """(tx, schedule); the schedule counts optimizer updates (one per grad_accum_steps steps).
+
+  The optimizer is wrapped in `optax.apply_if_finite`, outside the accumulation, so that a
+  micro-batch with a non-finite gradient never reaches the update nor the accumulator. With
+  config.skip_nonfinite_updates = N > 0 it drops such micro-steps (N in a row, and the loop
+  stops: metrics.TrainMetricsBuffer); with 0 (max_consecutive_errors=0) it applies every update
+  as if unwrapped. Wrapped either way, the optimizer state has one structure, so a run can turn
+  skipping on when it resumes."""
   accum = config.optimizer.grad_accum_steps
-  return optimizer_lib.make_optimizer(config, updates_per_epoch=steps_per_epoch / accum,
-                                      total_updates=max(1, total_steps // accum))
+  tx, schedule = optimizer_lib.make_optimizer(config, updates_per_epoch=steps_per_epoch / accum,
+                                              total_updates=max(1, total_steps // accum))
+  skip = max(0, int(config.get('skip_nonfinite_updates', 0)))
+  return optax.apply_if_finite(tx, max_consecutive_errors=skip), schedule
 
 
 def _num_train_examples(config, *, required: bool) -> int | None:
@@ -161,10 +183,11 @@ class Setup:
     return ts_lib.shardings_of(self.abstract_state)
 
 
-def set_up(config, mode: str) -> Setup:
+def set_up(config, mode: str, workdir: str | None = None) -> Setup:
   """The checks, the mesh, the run length, the optimizer and the abstract state of `mode`.
 
-  'train' and 'eval' need the data prepared and check init_from. The dry run compiles the train
+  'train' and 'eval' need the data prepared, and check init_from unless `workdir` holds a
+  checkpoint (a resumed run neither checks nor reads init_from). The dry run compiles the train
   step without data: a missing dataset only makes an epoch one step, and only the train batch is
   checked against the mesh. 'eval' builds no optimizer: its state template is a TrainState
   without one, and the checkpointer then restores only the checkpoint's `model` item (Orbax
@@ -173,7 +196,8 @@ def set_up(config, mode: str) -> Setup:
   check_config(config)
   if mode != 'dry_run':
     check_data(config)
-    check_init_from(config)
+    if not (workdir and has_checkpoint(workdir)):
+      check_init_from(config)
   mesh = mesh_lib.make_mesh(config.mesh_shape)
   check_mesh(config, mesh, eval_batches=mode != 'dry_run')
   tx = schedule = None
@@ -189,6 +213,15 @@ def set_up(config, mode: str) -> Setup:
     graphdef, abstract_state = ts_lib.abstract_train_state(init_fn, mesh)
   mesh_lib.check_param_shardings(abstract_state, mesh)
   return Setup(mesh, total_steps, steps_per_epoch, schedule, init_fn, graphdef, abstract_state)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether WORKDIR/checkpoints holds a finalised checkpoint (read only: creates nothing)."""
+  checkpointer = checkpointing.Checkpointer(workdir, keep=1, read_only=True)
+  try:
+    return bool(checkpointer.finalized_steps())
+  finally:
+    checkpointer.close()
 
 
 def _logical_names(config) -> set[str]:

@@ -79,7 +79,7 @@ def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return (ahead.sum(axis=-1) < k).astype(jnp.float32)
 
 
-def train_step(graphdef, state, batch: dict[str, jax.Array]):
+def train_step(graphdef, state, batch: dict[str, jax.Array], *, skip_nonfinite: bool = False):
   """One optimizer micro-step.
 
   batch: videos float[B, T, H, W, 3], targets float32[B, K] (soft labels: label smoothing /
@@ -87,6 +87,11 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
   Returns (new state, metrics): scalars loss, top1, top5 (this batch), grad_norm (global L2
   norm of this micro-batch's gradient, before clipping), and param_norm, update_norm,
   update_ratio (`summaries.step_norms`). The EMA, if the state has one, follows the update.
+
+  `skip_nonfinite` (config.skip_nonfinite_updates > 0): the optimizer's `optax.apply_if_finite`
+  (setup.make_optimizer) drops a micro-step whose gradient is not finite; here a non-finite loss
+  makes the gradient so too, and metrics['skipped_updates'] is 1 for a dropped step (all on the
+  devices: the host sees it with the other metrics, no sync per step).
   """
   ts = nnx.merge(graphdef, state)
 
@@ -96,6 +101,11 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
     return loss, logits
 
   (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
+  if skip_nonfinite:
+    finite = jnp.isfinite(loss)
+    grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)
+    for g in jax.tree.leaves(grads):  # what apply_if_finite checks
+      finite &= jnp.all(jnp.isfinite(g))
   params_before = nnx.as_pure(nnx.state(ts.model, nnx.Param))
   updates = ts.optimizer.update(ts.model, grads)
   if ts.ema is not None:
@@ -107,6 +117,8 @@ def train_step(graphdef, state, batch: dict[str, jax.Array]):
       'grad_norm': optax.tree.norm(grads),
       **summaries.step_norms(params_before, updates),
   }
+  if skip_nonfinite:
+    metrics['skipped_updates'] = 1.0 - finite.astype(jnp.float32)
   return nnx.state(ts), metrics
 
 
@@ -170,11 +182,12 @@ def with_prepared_batch(step_fn: Callable, prepare_batch: Callable | None) -> Ca
 
 
 def jit_train_step(graphdef, state_shardings, mesh: jax.sharding.Mesh,
-                   prepare_batch: Callable | None = None):
+                   prepare_batch: Callable | None = None, skip_nonfinite: bool = False):
   """train_step compiled with explicit shardings; the input state is donated (updated in place).
   `prepare_batch` (e.g. DeviceAugment.train) turns the host batch into `train_step`'s inside it."""
   return jax.jit(
-      functools.partial(with_prepared_batch(train_step, prepare_batch), graphdef),
+      functools.partial(with_prepared_batch(train_step, prepare_batch), graphdef,
+                        skip_nonfinite=skip_nonfinite),
       in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
       donate_argnums=(0,))

@@ -3,18 +3,21 @@
     run(config, workdir)                 dispatches on config.mode:
       'train'   -> train_and_evaluate    train (resuming from WORKDIR/checkpoints if any), validate
                                          every config.eval.every_steps, multi-view test at the end
-      'eval'    -> evaluate_only         multi-view test of the latest checkpoint (or init_from)
+      'eval'    -> evaluate_only         multi-view test of the latest checkpoint (or init_from;
+                                         config.checkpoint.restore_step picks another)
       'dry_run' -> dry_run               compile only; memory and FLOPs per step
 
-Each mode starts with the same `setup.set_up(config, mode)`: every check that can run before
-compiling, the mesh, the optimizer and the abstract state (see setup.py).
+Each mode starts with the same `setup.set_up(config, mode, workdir)`: every check that can run
+before compiling, the mesh, the optimizer and the abstract state (see setup.py).
 
 Files in WORKDIR: config.json (the resolved config), checkpoints/ (Orbax), events.out.tfevents.*
-(TensorBoard), results.json (final validation and test metrics).
+(TensorBoard), results.json (the training run's final validation and test metrics),
+eval_results.json (those of --config.mode=eval, which leaves results.json alone), and
+checkpoints_set_aside/ (damaged or unfinished checkpoint folders a resumed run passed over; see
+checkpointing.py). WORKDIR may be a URL (gs://...): every file goes through etils.epath.
 """
 import functools
 import json
-import os
 import time
 
 import jax
@@ -22,6 +25,7 @@ import numpy as np
 import ml_collections
 from absl import logging
 
+from laps_jax import checkpoints as model_checkpoints
 from laps_jax.train import checkpointing
 from laps_jax.train import dry_run as dry_run_lib
 from laps_jax.train import ema as ema_lib
@@ -38,6 +42,7 @@ from laps_jax.train.errors import ConfigError
 from laps_jax.train.setup import check_config, check_init_from, initialise_from  # pylint: disable=unused-import
 
 RESULTS_FILE = 'results.json'
+EVAL_RESULTS_FILE = 'eval_results.json'  # --config.mode=eval: the training run's results stay
 CONFIG_FILE = 'config.json'
 
 
@@ -61,7 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   {'preempted_at_step': step} and writes no results.
   """
   run_start = time.monotonic()
-  setup = setup_lib.set_up(config, 'train')
+  setup = setup_lib.set_up(config, 'train', workdir)
   _save_config(config, workdir)
   logging.info('Mesh %s over %d devices (%d processes); %d train steps, %.1f per epoch.',
                dict(setup.mesh.shape), setup.mesh.size, jax.process_count(), setup.total_steps,
@@ -75,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     loop.close()
   results = loop.results(wall_seconds=time.monotonic() - run_start)
-  _write_results(workdir, results)
+  _write_results(workdir, RESULTS_FILE, results)
   return results
 
 
@@ -100,9 +105,11 @@ class TrainLoop:
       self.num_params = metrics_lib.log_parameter_overview(self.state['model'])
     logging.info('%s: %.3f M parameters.', config.model.name, self.num_params / 1e6)
     augment = _device_augment(config)
+    skip_nonfinite = int(config.get('skip_nonfinite_updates', 0))
     self.train_step = ts_lib.jit_train_step(
         setup.graphdef, setup.shardings, setup.mesh,
-        functools.partial(augment.train, groups=mesh_lib.batch_shards(setup.mesh)))
+        functools.partial(augment.train, groups=mesh_lib.batch_shards(setup.mesh)),
+        skip_nonfinite=skip_nonfinite > 0)
     self.eval_step = ts_lib.jit_eval_step(setup.graphdef, setup.shardings, setup.mesh,
                                           config.test.aggregate, augment.eval_batch)
     self.eval_step_ema = _ema_eval_step(config, setup)  # None without config.ema
@@ -112,7 +119,7 @@ class TrainLoop:
         self.writer, num_train_steps=setup.total_steps, every_steps=config.log_every_steps,
         profile_steps=config.profile_steps, logdir=workdir,
         profile_first_step=config.get('profile_first_step', 10))
-    self.buffer = metrics_lib.TrainMetricsBuffer()
+    self.buffer = metrics_lib.TrainMetricsBuffer(skip_nonfinite, resume_hint=self._resume_hint)
     self.buffer.reset_timer(self.start_step)
     self.wait_since = time.monotonic()  # data_wait_fraction: wait / wall time since then
     self.in_flight = None  # the metrics of the step still running on the devices
@@ -125,12 +132,25 @@ class TrainLoop:
     self.last_train: dict = {}  # the latest written train metrics
 
   def _restore_or_create(self) -> tuple[int, object]:
-    """(step, state): the latest checkpoint (data position included), else a fresh state."""
-    step = self.checkpointer.latest_step()
-    if step is None:
+    """(step, state): the latest intact checkpoint, or config.checkpoint.restore_step's (data
+    position included; checkpointing.Checkpointer.restore_intact), else a fresh state."""
+    restored = self.checkpointer.restore_intact(
+        self.setup.abstract_state, self.train_iter,
+        step=self.config.checkpoint.get('restore_step', -1))
+    if restored is None:
       return 0, setup_lib.fresh_state(self.config, self.setup)
-    logging.info('Resuming from the checkpoint at step %d in %s', step, self.checkpointer.directory)
-    return step, self.checkpointer.restore(step, self.setup.abstract_state, self.train_iter)
+    logging.info('Resuming from the checkpoint at step %d in %s', restored[0],
+                 self.checkpointer.directory)
+    return restored
+
+  def _resume_hint(self) -> str:
+    """Where a stopped run can resume: the last saved checkpoint (for NonFiniteLossError)."""
+    steps = self.checkpointer.all_steps()
+    if not steps:
+      return f'No checkpoint was saved yet in {self.workdir}.'
+    return (f'The last checkpoint is step {max(steps)} in {self.checkpointer.directory}: the same '
+            f'command with --workdir={self.workdir} resumes from it (lower the learning rate, '
+            'check the data, or set --config.skip_nonfinite_updates=N to skip such updates).')
 
   # ------------------------------------------------------------------------------ the loop
   def train(self) -> dict | None:
@@ -349,9 +369,10 @@ def evaluate_raw_and_ema(config, mesh, eval_step, eval_step_ema, state, which: s
 
 
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Multi-view test (and single-view validation) of the latest checkpoint in `workdir`, or of
-  `config.init_from` when the workdir has none. Writes WORKDIR/results.json."""
-  setup = setup_lib.set_up(config, 'eval')
+  """Multi-view test (and single-view validation) of the latest intact checkpoint in `workdir`
+  (config.checkpoint.restore_step: that step), or of `config.init_from` when the workdir has none.
+  Writes WORKDIR/eval_results.json (the training run's results.json is left alone)."""
+  setup = setup_lib.set_up(config, 'eval', workdir)
   with mesh_lib.activate(setup.mesh, config.axis_rules):
     state, source, step = _state_to_evaluate(config, workdir, setup)
     logging.info('Evaluating %s', source)
@@ -365,23 +386,26 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if ema is not None:
         results[f'{which}_ema'] = ema
     results['test_views'] = _test_views(config)
-  _write_results(workdir, results)
+  _write_results(workdir, EVAL_RESULTS_FILE, results)
   return results
 
 
 def _state_to_evaluate(config, workdir: str, setup: setup_lib.Setup):
-  """(state, where it came from, step or None): the model of the latest checkpoint, else init_from."""
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.checkpoint.keep)
+  """(state, where it came from, step or None): the model of the latest intact checkpoint (or of
+  config.checkpoint.restore_step), else init_from. Reads only: a mistyped workdir stays absent."""
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.checkpoint.keep, read_only=True)
   try:
-    step = checkpointer.latest_step()
-    if step is not None:
-      source = f'{checkpointer.directory} step {step}'
-      return checkpointer.restore(step, setup.abstract_state), source, step
+    restored = checkpointer.restore_intact(setup.abstract_state,
+                                           step=config.checkpoint.get('restore_step', -1))
   finally:
     checkpointer.close()
+  if restored is not None:
+    step, state = restored
+    return state, f'{checkpointer.directory} step {step}', step
   if config.init_from:
     return setup_lib.fresh_state(config, setup), config.init_from, None
-  raise ConfigError(f'nothing to evaluate: {workdir} has no checkpoints and config.init_from is empty')
+  raise ConfigError(f'nothing to evaluate: the workdir {workdir} has no checkpoints '
+                    f'({checkpointer.directory}) and config.init_from is empty')
 
 
 def _test_views(config) -> int:
@@ -404,15 +428,14 @@ def dry_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 # =============================================================================================
 def _save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    path = model_checkpoints.as_path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _write_results(workdir: str, results: dict) -> None:
+def _write_results(workdir: str, name: str, results: dict) -> None:
   logging.info('Results: %s', json.dumps(results, sort_keys=True))
   if jax.process_index() == 0:
-    path = os.path.join(workdir, RESULTS_FILE)
-    with open(path, 'w') as f:
-      json.dump(results, f, indent=2, sort_keys=True)
+    path = model_checkpoints.as_path(workdir) / name
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
     logging.info('Wrote %s', path)
