@@ -8,6 +8,11 @@
 A run resumes from the latest checkpoint in --workdir. Several hosts: start the same command on
 each with --coordinator_address=HOST:PORT --num_processes=N --process_id=I (on TPU pods and SLURM
 / Kubernetes GPU clusters JAX finds these itself; pass --distributed to initialise anyway).
+
+Exit status: 0 when the run finished (results written); 1 with one `ERROR (...)` line for a
+problem with the config, the data or the checkpoints; `config.preemption_exit_code` (default 143 =
+128 + SIGTERM: "start me again") when a SIGTERM preempted training: the last finished step is saved,
+and the same command, which it prints, resumes from it (laps_jax/train/preemption.py).
 """
 import functools
 import os
@@ -47,14 +52,16 @@ def main(argv):
     jax.distributed.initialize()
 
   from laps_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from laps_jax.train import errors, trainer  # pylint: disable=g-import-not-at-top
+  from laps_jax.train import errors, preemption, trainer  # pylint: disable=g-import-not-at-top
   try:
-    trainer.run(_CONFIG.value, _WORKDIR.value)
+    preemption.exit_code(_CONFIG.value)  # checked now, not first at a preemption
+    results = trainer.run(_CONFIG.value, _WORKDIR.value)
   except (pipeline.DatasetNotPreparedError, errors.ConfigError, errors.NonFiniteLossError,
           FileNotFoundError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'ERROR ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
     sys.exit(1)
+  preemption.exit_if_preempted(results, _CONFIG.value)
 
 
 if __name__ == '__main__':

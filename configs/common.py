@@ -106,6 +106,9 @@ def run_config(model, *, data: dict, batch_size: int, num_epochs: float, optimiz
   config.profile_steps = profile_steps  # > 0: one profiler trace of that many steps ...
   config.profile_first_step = 10  # ... starting at this step (once per run)
   config.compilation_cache_dir = 'auto'  # JAX's persistent cache: 'auto' = ~/.cache/laps_jax/jax, '' = off
+  # The exit status of a run preempted by SIGTERM (saved; the same command resumes):
+  # 143 = 128 + SIGTERM (laps_jax/train/preemption.py).
+  config.preemption_exit_code = 143
   config.eval = _section('eval', EVAL, eval)
   config.test = _section('test', TEST, test)
   config.checkpoint = _section('checkpoint', CHECKPOINT, checkpoint)

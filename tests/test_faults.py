@@ -92,6 +92,158 @@ def test_leftover_micro_steps_round_to_whole_updates(tiny_config, caplog):
 
 
 # --- Stray processes, kill -9, preemption (exit code, several processes) ---------------------
+def _live_processes_of_group(pgid: int) -> list[int]:
+  """The processes of process group `pgid` that are alive (not zombies), from /proc."""
+  pids = []
+  for name in os.listdir('/proc'):
+    if not name.isdigit():
+      continue
+    try:
+      with open(f'/proc/{name}/stat') as f:
+        state, _, pgrp = f.read().rsplit(')', 1)[1].split()[:3]
+    except (OSError, ValueError):
+      continue
+    if int(pgrp) == pgid and state != 'Z':
+      pids.append(int(name))
+  return pids
+
+
+def _logged_steps(log_path) -> int:
+  import re
+  with open(log_path) as f:
+    return max((int(s) for s in re.findall(r'\] \[(\d+)\] .*\bloss=', f.read())), default=0)
+
+
+def _wait_for(condition, processes, timeout=300):
+  import time
+  start = time.monotonic()
+  while not condition():
+    assert all(p.poll() is None for p in processes), 'a run ended before the test could interrupt it'
+    assert time.monotonic() - start < timeout, 'timed out'
+    time.sleep(0.05)
+
+
+def _finalized_steps(workdir) -> list[int]:
+  directory = os.path.join(workdir, 'checkpoints')
+  return sorted(int(s) for s in os.listdir(directory) if s.isdigit() and
+                os.path.exists(os.path.join(directory, s, 'commit_success.txt')))
+
+
+def _main_py(config_path, workdir, log_path, *extra, process_group=None, devices=1):
+  """main.py in a process group of its own (or `process_group`), its output into `log_path`."""
+  log = open(log_path, 'a')  # pylint: disable=consider-using-with
+  return subprocess.Popen([sys.executable, 'main.py', f'--config={config_path}',
+                           f'--workdir={workdir}', *extra], cwd=REPO, env=python_env(devices),
+                          stdout=log, stderr=subprocess.STDOUT,
+                          process_group=0 if process_group is None else process_group)
+
+
+def test_kill_9_at_random_points_leaves_no_process_and_resumes_the_last_checkpoint(
+    tiny_config, tmp_path):
+  """kill -9 of the trainer (not of its group) at random steps: its data worker and the
+  multiprocessing resource_tracker end within seconds (they lived on with parent 1 before), and
+  the next run resumes from the newest complete checkpoint."""
+  import random
+  import signal
+  import time
+  seed = random.randrange(1 << 30)
+  rng = random.Random(seed)
+  config = tiny_config()
+  config.total_steps = 24  # far more than the kills wait for: no run ends first
+  config.data.num_workers = 1
+  config.checkpoint.every_steps = 2
+  config_path = write_config_file(tmp_path / 'tiny.py', config)
+  workdir = str(tmp_path / 'run')
+  previous = 0
+  for attempt in range(2):
+    log = str(tmp_path / f'run_{attempt}.log')
+    process = _main_py(config_path, workdir, log)
+    kill_at = rng.randint(1, 8)
+    _wait_for(lambda: _logged_steps(log) >= kill_at, [process])  # pylint: disable=cell-var-from-loop
+    time.sleep(rng.uniform(0.0, 0.3))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    start = time.monotonic()
+    while (left := _live_processes_of_group(process.pid)) and time.monotonic() - start < 5:
+      time.sleep(0.1)
+    assert not left, f'seed {seed}, attempt {attempt}: processes left 5 s after kill -9: {left}'
+    with open(log) as f:
+      assert f'Training from step {previous} to 24.' in f.read(), f'seed {seed}, attempt {attempt}'
+    previous = (_finalized_steps(workdir) or [0])[-1]  # what the next run must resume from
+
+
+def test_sigterm_to_one_process_of_two_and_to_both(tiny_config, tmp_path):
+  """Two processes (jax.distributed on localhost): a SIGTERM to one of them, later to the process
+  group of both (their data workers too), makes both save the same step (JAX's preemption sync
+  point) and exit with the preemption code; started again, both resume from that step."""
+  import portpicker
+  import re
+  import signal
+  from laps_jax.train import preemption
+  config = tiny_config()
+  config.total_steps = 200
+  config.data.num_workers = 1
+  config.checkpoint.every_steps = 1000
+  config_path = write_config_file(tmp_path / 'tiny.py', config)
+  workdir = str(tmp_path / 'run')
+  logs = [str(tmp_path / f'process_{i}.log') for i in range(2)]
+
+  def start_both():
+    port = portpicker.pick_unused_port()
+    flags = [f'--coordinator_address=localhost:{port}', '--num_processes=2']
+    first = _main_py(config_path, workdir, logs[0], *flags, '--process_id=0')
+    second = _main_py(config_path, workdir, logs[1], *flags, '--process_id=1',
+                      process_group=first.pid)  # one process group: `killpg` reaches both
+    return [first, second]
+
+  def preempted_steps(processes):
+    for p in processes:
+      assert p.wait(timeout=300) == preemption.DEFAULT_EXIT_CODE
+    steps = []
+    for log in logs:
+      with open(log) as f:
+        steps.append(sorted({int(s) for s in re.findall(r'PREEMPTED at step (\d+)', f.read())}))
+    return steps
+
+  processes = start_both()
+  _wait_for(lambda: _logged_steps(logs[0]) >= 2, processes)
+  os.kill(processes[1].pid, signal.SIGTERM)  # one process of two
+  (first,), (second,) = preempted_steps(processes)
+  assert first == second >= 2
+  assert _finalized_steps(workdir) == [first]
+  data = os.listdir(os.path.join(workdir, 'checkpoints', str(first), 'data'))
+  assert {'process_0-of-2.json', 'process_1-of-2.json'} <= set(data)
+
+  processes = start_both()
+  _wait_for(lambda: _logged_steps(logs[0]) >= first + 2, processes)
+  os.killpg(processes[0].pid, signal.SIGTERM)  # the whole group: both and their data workers
+  (_, again), (_, again_second) = preempted_steps(processes)
+  assert again == again_second > first
+  for log in logs:
+    with open(log) as f:
+      assert f'Training from step {first} to 200.' in f.read()  # both resumed
+  assert again in _finalized_steps(workdir)
+  assert not _live_processes_of_group(processes[0].pid)
+
+
+def test_preemption_exit_code_and_resume_command(capsys):
+  """A preempted run exits with config.preemption_exit_code and prints the command that resumes
+  it; a finished run does not exit; a code that is no exit status is a ConfigError."""
+  import ml_collections
+  from laps_jax.train import preemption
+  from laps_jax.train.errors import ConfigError
+  config = ml_collections.ConfigDict({'preemption_exit_code': 75})
+  argv = ['main.py', '--config=configs/demo.py:model=lvt', '--workdir=/tmp/a b', '--config.seed=3']
+  with pytest.raises(SystemExit) as exit_info:
+    preemption.exit_if_preempted({'preempted_at_step': 7}, config, argv)
+  assert exit_info.value.code == 75
+  assert ('PREEMPTED at step 7: the checkpoint is saved; the same command resumes from it: '
+                  "python main.py --config=configs/demo.py:model=lvt '--workdir=/tmp/a b' --config.seed=3") in capsys.readouterr().err
+  preemption.exit_if_preempted({'step': 12}, config, argv)  # finished: returns
+  assert preemption.exit_code(ml_collections.ConfigDict()) == 143
+  for bad in (-1, 256, 'x'):
+    with pytest.raises(ConfigError, match='preemption_exit_code must be an exit status 0..255'):
+      preemption.exit_code(ml_collections.ConfigDict({'preemption_exit_code': bad}))
 
 
 # =============================================================================================
@@ -260,6 +412,20 @@ def test_a_skipped_micro_step_never_reaches_the_accumulator(tiny_config):
 # =============================================================================================
 # 3. Bad input
 # =============================================================================================
+
+
+def test_a_tensor_axis_across_processes_is_a_config_error():
+  """The batch is replicated along `tensor` and each process reads its own data: a tensor axis
+  over two processes would feed its replicas different batches, so the mesh is refused."""
+  import types
+  import numpy as np
+  from laps_jax.train import mesh as mesh_lib
+  from laps_jax.train.errors import ConfigError
+  devices = np.array([types.SimpleNamespace(process_index=i // 2) for i in range(4)], dtype=object)
+  mesh_lib.check_tensor_axis_within_processes(devices.reshape(2, 1, 2))  # within each process
+  with pytest.raises(ConfigError, match=r'config.mesh_shape \(1, 1, 4\) \(data, fsdp, tensor\): the '
+                     r'tensor axis spans several of the 2 processes \(2 devices each\)'):
+    mesh_lib.check_tensor_axis_within_processes(devices.reshape(1, 1, 4))
 
 
 def _parse_main_flags(argv):

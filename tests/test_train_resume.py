@@ -13,7 +13,7 @@ import numpy as np
 
 from conftest import REPO, python_env, read_scalars, run_python, write_config_file
 from laps_jax import checkpoints
-from laps_jax.train import checkpointing
+from laps_jax.train import checkpointing, preemption
 
 TOTAL_STEPS = 20
 CHECKPOINT_EVERY = 3
@@ -58,11 +58,11 @@ def test_preempted_and_killed_run_continues_exactly(tiny_config, tmp_path):
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
 
   # 1. SIGTERM (preemption) to the process group once a few steps are done: the run saves the
-  # last finished step and exits cleanly, although the data worker is gone too.
+  # last finished step and exits with the preemption code (the data worker ignores SIGTERM).
   process, log = _start(config_path, resumed)
   _wait_for(lambda: _logged_steps(log) >= 2, process)
   os.killpg(process.pid, signal.SIGTERM)
-  assert process.wait(timeout=300) == 0
+  assert process.wait(timeout=300) == preemption.DEFAULT_EXIT_CODE
   with open(log) as f:
     preempted_at = int(re.search(r'Preempted: saved the checkpoint at step (\d+)', f.read()).group(1))
   assert 2 <= preempted_at < TOTAL_STEPS - CHECKPOINT_EVERY

@@ -16,6 +16,7 @@ from laps_jax.data import data_config as data_config_lib
 from laps_jax.data import datasets
 from laps_jax.data import repeated_augmentation
 from laps_jax.data import transforms
+from laps_jax.data import worker_lifetime
 
 
 def num_workers(data_config) -> int:
@@ -85,12 +86,14 @@ def make_train_loader(data_config, *, global_batch_size: int, seed: int, num_cla
                                shuffle=bool(c.shuffle), num_epochs=None, seed=int(seed))
   clip = transforms.TrainClip(transforms.train_options(c), int(c.num_frames), c.sampling,
                               int(c.frame_stride))
+  workers = num_workers(c)
   operations = [
       # num_repeats > 1: k differently augmented clips of each video, adjacent in the batch.
       *repeated_augmentation.clip_batches(clip, local_batch, int(c.num_repeats)),
       transforms.MixBatch(float(c.mixup_alpha), float(c.cutmix_alpha)),
   ]
-  workers = num_workers(c)
+  if workers > 0:  # the workers end with this process and ignore SIGTERM (worker_lifetime.py)
+    operations.insert(0, worker_lifetime.InitWorker())
   _ready_for_workers(workers)
   return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                           worker_count=workers, worker_buffer_size=int(c.prefetch),
@@ -126,7 +129,8 @@ def make_eval_loader(data_config, *, split: str, global_batch_size: int, multi_v
   if workers > 0:
     _ready_for_workers(workers)
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                               per_worker_buffer_size=1))
+                                                               per_worker_buffer_size=1),
+                                  worker_init_fn=worker_lifetime.worker_init_fn())
   return EvalBatches(dataset, local_batch)
 
 
@@ -140,6 +144,12 @@ class EvalBatches:
 
   def __iter__(self):
     elements = iter(self.dataset)
+    try:
+      yield from self._batches(elements)
+    finally:  # also when the caller stops early (eval.max_batches): end the workers now
+      elements.close()
+
+  def _batches(self, elements):
     while True:
       batch, count = None, 0
       for element in elements:

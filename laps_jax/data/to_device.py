@@ -112,6 +112,17 @@ class DevicePrefetcher:
     return wait
 
   def close(self) -> None:
+    """Stops the thread and ends the host iterator (its worker processes, their shared memory)
+    now, not at exit: the batches made ahead may hold shared memory, which multiprocessing's
+    resource_tracker would report as leaked."""
+    self._stop_thread()
+    self._queue = None
+    # grain's DataLoaderIterator has no close() (grain 0.2); the dataset iterator inside has.
+    host = getattr(self._iterator, '_iterator', self._iterator)
+    if callable(getattr(host, 'close', None)):
+      host.close()
+
+  def _stop_thread(self) -> None:
     """Stops the thread (the batches made ahead are dropped; the state stays the consumed one)."""
     if self._thread is not None:
       self._stop.set()
@@ -123,7 +134,7 @@ class DevicePrefetcher:
     return self._state
 
   def set_state(self, state) -> None:
-    self.close()
+    self._stop_thread()
     self._iterator.set_state(state)
     self._state = state
 

@@ -27,8 +27,6 @@ checkpoints. A checkpoint that does not fit the config (other shapes or items) i
 damage. Paths go through etils.epath: a gs:// workdir works as a local one.
 """
 import logging
-import signal
-import threading
 
 import grain
 import jax
@@ -41,6 +39,8 @@ from flax import nnx
 from laps_jax import checkpoints as model_checkpoints
 from laps_jax import named_params
 from laps_jax.train.errors import ConfigError
+# Moved to preemption.py; the old name stays importable.
+from laps_jax.train.preemption import PreemptionWatcher  # pylint: disable=unused-import
 
 CHECKPOINT_DIR = 'checkpoints'
 SET_ASIDE_DIR = 'checkpoints_set_aside'  # passed-over step folders, moved out of Orbax's sight
@@ -249,38 +249,3 @@ class Checkpointer:
 def best_metric_mode(metric: str) -> str:
   """'min' for a loss, 'max' for an accuracy."""
   return 'min' if 'loss' in metric else 'max'
-
-
-class PreemptionWatcher:
-  """Tells the loop when to save and stop because the job is being preempted (SIGTERM).
-
-  One process: a SIGTERM handler sets a flag. Several processes: JAX's preemption service
-  (started by `jax.distributed.initialize`) hears the signal and picks a step at which all
-  processes agree to stop, so every process saves the same step.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = None
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame):
-    del frame
-    logging.warning('Received signal %d: saving a checkpoint and stopping.', signum)
-    self._flag.set()
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return bool(multihost_utils.reached_preemption_sync_point(step))
-    return self._flag.is_set()
-
-  def signalled(self, wait_seconds: float = 0.0) -> bool:
-    """Whether SIGTERM arrived (waiting up to `wait_seconds` for it): used when the data
-    workers died, to tell a preemption of the whole process group from a real data error."""
-    return self._flag.wait(wait_seconds) if jax.process_count() == 1 else False
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None

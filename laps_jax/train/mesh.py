@@ -75,8 +75,11 @@ def make_mesh(mesh_shape: Sequence[int], devices: Sequence[jax.Device] | None = 
   auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
   if len(devices) == jax.device_count():
     # jax.make_mesh orders devices for the physical topology (ICI links on TPU / NVLink on GPU).
-    return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
-  return jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+    mesh = jax.make_mesh(shape, MESH_AXES, axis_types=auto)
+  else:
+    mesh = jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+  check_tensor_axis_within_processes(mesh.devices)
+  return mesh
 
 
 @contextlib.contextmanager
@@ -115,6 +118,18 @@ def check_rules(rules, logical_names: set[str]) -> None:
     for t in targets:
       if t is not None and t not in MESH_AXES:
         raise ConfigError(f'config.axis_rules maps {name!r} to {t!r}, which is not a mesh axis {MESH_AXES}')
+
+
+def check_tensor_axis_within_processes(devices: np.ndarray) -> None:
+  """The devices along `tensor` (the last axis of the mesh's device array) must belong to one
+  process. The batch is replicated along `tensor`, and every process reads only its own part of
+  the data: replicas fed by two processes would silently hold different batches."""
+  process = np.vectorize(lambda d: d.process_index)(devices)
+  if (process != process[..., :1]).any():
+    count = len(np.unique(process))
+    raise ConfigError(f'config.mesh_shape {tuple(devices.shape)} (data, fsdp, tensor): the tensor axis '
+                      f'spans several of the {count} processes ({devices.size // count} devices '
+                      'each); make the tensor axis divide the devices of one process')
 
 
 def check_batch(batch_size: int, mesh: jax.sharding.Mesh, what: str = 'config.batch_size') -> None:

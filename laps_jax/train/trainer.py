@@ -34,6 +34,7 @@ from laps_jax.train import mesh as mesh_lib
 from laps_jax.train import compilation_cache
 from laps_jax.train import metrics as metrics_lib
 from laps_jax.train import precise_bn
+from laps_jax.train import preemption as preemption_lib
 from laps_jax.train import setup as setup_lib
 from laps_jax.train import summaries
 from laps_jax.train import train_state as ts_lib
@@ -63,7 +64,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the results also written to WORKDIR/results.json: the last train metrics, the
   single-view validation and (config.test.at_end) the multi-view test. A preempted run returns
-  {'preempted_at_step': step} and writes no results.
+  {'preempted_at_step': step} and writes no results; main.py then exits with
+  config.preemption_exit_code (laps_jax/train/preemption.py).
   """
   run_start = time.monotonic()
   setup = setup_lib.set_up(config, 'train', workdir)
@@ -123,7 +125,7 @@ class TrainLoop:
     self.buffer.reset_timer(self.start_step)
     self.wait_since = time.monotonic()  # data_wait_fraction: wait / wall time since then
     self.in_flight = None  # the metrics of the step still running on the devices
-    self.preemption = checkpointing.PreemptionWatcher()
+    self.preemption = preemption_lib.PreemptionWatcher()
     self.validation: dict | None = None  # the latest single-view validation
     self.validation_ema: dict | None = None
     self.validated_step: int | None = None
@@ -178,9 +180,9 @@ class TrainLoop:
     return None
 
   def _next_batch_unless_preempted(self, step: int) -> dict | None:
-    """The next local batch, or None when the job is being preempted. Preemption is checked
-    before fetching: a SIGTERM sent to the whole process group also ends the data workers, so
-    the batch may never come (a failed fetch is then told from a real data error)."""
+    """The next local batch, or None when the job is being preempted (checked at every step, by
+    every process: preemption.py). Our data workers ignore SIGTERM; should a fetch still fail
+    right after one, a single process tells that from a real data error."""
     if self.preemption.should_stop(step - 1):
       return None
     try:

@@ -1,0 +1,65 @@
+"""The data-loader workers end with the process that started them and leave SIGTERM to it.
+
+grain starts its workers with multiprocessing's `spawn`. They stop when the loader is closed or
+the main process exits normally, but a kill -9 (or the OOM killer) of the main process tells them
+nothing: they live on with parent 1, and keep the multiprocessing `resource_tracker` alive too
+(it exits only once every process holding its pipe has gone). On Linux,
+`prctl(PR_SET_PDEATHSIG, SIGKILL)` has the kernel kill a worker the moment its parent dies; the
+tracker then sees its pipe close, unlinks the shared memory left over and exits.
+
+A preemption notice (SIGTERM) goes to the whole process group. The workers ignore it: the main
+process decides when to stop (laps_jax/train/preemption.py), and with several processes it must
+keep fetching batches until they agree on the step to save at. They still end with the loader
+(grain's close joins them, then SIGKILLs) or with their parent (above).
+
+`worker_init_fn` is for `IterDataset.mp_prefetch`; grain's `DataLoader` takes no initializer,
+so its pipeline carries `InitWorker`, an identity transform that runs the same on unpickling in
+a worker (grain unpickles the pipeline once per worker, before the first element).
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+
+import grain.python as grain
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def init_worker(parent_pid: int) -> None:
+  """In a worker of `parent_pid`: die with it, ignore SIGTERM. Elsewhere (the main process, a
+  copy unpickled in the same process): nothing."""
+  parent = multiprocessing.parent_process()
+  if parent is None or parent.pid != parent_pid:
+    return
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  if sys.platform.startswith('linux'):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+      raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG) failed')
+  if os.getppid() != parent_pid:  # the parent died before the signal was armed
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def worker_init_fn():
+  """For `mp_prefetch(worker_init_fn=...)`: `init_worker` for workers of this process."""
+  parent_pid = os.getpid()
+  return lambda worker_index, worker_count: init_worker(parent_pid)
+
+
+class InitWorker(grain.MapTransform):
+  """An identity transform for grain's DataLoader pipeline; `init_worker` when unpickled in a
+  worker of the process that made it."""
+
+  def __init__(self):
+    self.parent_pid = os.getpid()
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    init_worker(self.parent_pid)
+
+  def map(self, element):
+    return element
