@@ -140,3 +140,33 @@ def test_named_params_flatten_and_copy_into():
   for name in before:
     if name != 'head/kernel':
       np.testing.assert_array_equal(after[name], before[name], err_msg=name)  # untouched
+
+
+def test_workdir_and_export_paths_go_through_epath(tmp_path, monkeypatch):
+  """gs://... stays a URL (no os.path.abspath, which made it '<cwd>/gs:/bucket/run'); local paths,
+  as str or etils.epath.Path, are made absolute and read and written through epath."""
+  from etils import epath
+  assert str(checkpoints.as_path('gs://bucket/run')) == 'gs://bucket/run'
+  assert checkpoints.as_path('relative/run') == epath.Path(os.path.abspath('relative/run'))
+  made = {}
+  monkeypatch.setattr(checkpointing.ocp, 'CheckpointManager',
+                      lambda directory, **kwargs: made.setdefault('directory', directory))
+  checkpointing.Checkpointer('gs://bucket/run', keep=1)
+  assert str(made['directory']) == 'gs://bucket/run/checkpoints'
+  monkeypatch.undo()
+
+  config = make_tiny_config('unused')
+  exported = epath.Path(tmp_path) / 'exported'
+  model = _model(config)
+  checkpoints.save_model(exported, model, config)
+  assert checkpoints.load_config(exported).to_dict() == config.model.to_dict()
+  assert checkpoints.flatten_params(checkpoints.load_params(exported)).keys() == \
+      named_params.of_model(model).keys()
+  workdir = epath.Path(tmp_path) / 'run'
+  trainer._save_config(config, workdir)
+  trainer._write_results(workdir, trainer.EVAL_RESULTS_FILE, {'step': 1})
+  assert (workdir / 'config.json').exists() and (workdir / 'eval_results.json').read_text()
+  checkpointer = checkpointing.Checkpointer(workdir, keep=1, read_only=True)
+  assert checkpointer.directory == workdir / 'checkpoints' and checkpointer.finalized_steps() == []
+  checkpointer.close()
+  assert not (workdir / 'checkpoints').exists()  # read only: nothing created

@@ -52,7 +52,7 @@ def has_png(nb) -> bool:
 def test_quickstart(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   nb = run_notebook('quickstart.ipynb', dict(WORKDIR=workdir, DATA_DIR=data_dir, TOTAL_STEPS=12))
-  with open(os.path.join(workdir, 'results.json')) as f:
+  with open(os.path.join(workdir, 'eval_results.json')) as f:
     results = json.load(f)
   with open(os.path.join(workdir, 'config.json')) as f:
     data = json.load(f)['data']

@@ -82,15 +82,9 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def is_finalized(self, step: int) -> bool:
-    """Whether Orbax finalised the folder of `step`: it writes commit_success.txt last, on every
-    file system (Orbax's own `is_path_finalized` trusts any non-temporary name on a local disk)."""
-    return ocp.path.step.is_path_finalized(
-        self.directory / str(step), temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath)
-
   def finalized_steps(self) -> list[int]:
     """The steps whose folders Orbax finalised, ascending."""
-    return sorted(s for s in self.all_steps() if self.is_finalized(s))
+    return sorted(s for s in self.all_steps() if is_finalized(self.directory / str(s)))
 
   def restore_intact(self, abstract_state: nnx.State, data_iterator=None, *,
                      step: int = -1) -> tuple[int, nnx.State] | None:
@@ -103,7 +97,7 @@ class Checkpointer:
     there or does not restore, for a checkpoint that does not fit `abstract_state`, and when no
     checkpoint restores.
     """
-    unfinished = [s for s in self.all_steps() if not self.is_finalized(s)]
+    unfinished = [s for s in self.all_steps() if not is_finalized(self.directory / str(s))]
     for s in unfinished:
       logging.warning('Ignoring %s: not a checkpoint Orbax finalised (no commit_success.txt).',
                       self.directory / str(s))
@@ -158,10 +152,12 @@ class Checkpointer:
             and tuple(x.shape) != tuple(saved[name].shape))
         if not differ:
           continue
-        problem = f'{item} {differ[0]!r} ' + (
-            f'has shape {tuple(saved[differ[0]].shape)}, the config gives '
-            f'{tuple(wanted[differ[0]].shape)}' if differ[0] in saved and differ[0] in wanted
-            else 'is in only one of them') + (f' (and {len(differ) - 1} more)' if len(differ) > 1 else '')
+        name = differ[0]
+        problem = f'{item} {name!r} ' + (
+            'is only in the checkpoint' if name not in wanted else
+            "is only in this config's state" if name not in saved else
+            f'has shape {tuple(saved[name].shape)}, the config gives {tuple(wanted[name].shape)}'
+        ) + (f' (and {len(differ) - 1} more differences)' if len(differ) > 1 else '')
       raise ConfigError(f'the checkpoint {self.directory / str(step)} does not fit this config: '
                         f'{problem}. Resume with the config it was saved with '
                         f'({self.workdir / "config.json"}), or use a new workdir.')
@@ -244,6 +240,19 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def is_finalized(step_dir: epath.Path) -> bool:
+  """Whether Orbax finalised a step folder: it writes commit_success.txt last, on every file
+  system (Orbax's own `is_path_finalized` trusts any non-temporary name on a local disk)."""
+  return ocp.path.step.is_path_finalized(
+      step_dir, temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath)
+
+
+def has_checkpoint(workdir: epath.PathLike) -> bool:
+  """Whether WORKDIR/checkpoints holds a finalised checkpoint (reads only, without a manager)."""
+  directory = model_checkpoints.as_path(workdir) / CHECKPOINT_DIR
+  return any(is_finalized(path) for path in ocp.path.step.checkpoint_steps_paths(directory))
 
 
 def best_metric_mode(metric: str) -> str:

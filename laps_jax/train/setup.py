@@ -196,7 +196,7 @@ def set_up(config, mode: str, workdir: str | None = None) -> Setup:
   check_config(config)
   if mode != 'dry_run':
     check_data(config)
-    if not (workdir and has_checkpoint(workdir)):
+    if not (workdir and checkpointing.has_checkpoint(workdir)):
       check_init_from(config)
   mesh = mesh_lib.make_mesh(config.mesh_shape)
   check_mesh(config, mesh, eval_batches=mode != 'dry_run')
@@ -213,15 +213,6 @@ def set_up(config, mode: str, workdir: str | None = None) -> Setup:
     graphdef, abstract_state = ts_lib.abstract_train_state(init_fn, mesh)
   mesh_lib.check_param_shardings(abstract_state, mesh)
   return Setup(mesh, total_steps, steps_per_epoch, schedule, init_fn, graphdef, abstract_state)
-
-
-def has_checkpoint(workdir: str) -> bool:
-  """Whether WORKDIR/checkpoints holds a finalised checkpoint (read only: creates nothing)."""
-  checkpointer = checkpointing.Checkpointer(workdir, keep=1, read_only=True)
-  try:
-    return bool(checkpointer.finalized_steps())
-  finally:
-    checkpointer.close()
 
 
 def _logical_names(config) -> set[str]:
