@@ -282,6 +282,20 @@ def test_damaged_latest_checkpoint_falls_back_and_is_kept(trained_workdir, tiny_
   assert os.path.exists(os.path.join(workdir, 'checkpoints', '6', 'commit_success.txt'))
 
 
+def test_every_checkpoint_damaged_is_one_error_and_nothing_moves(trained_workdir, tiny_config,
+                                                                 tmp_path):
+  from laps_jax.train import trainer
+  from laps_jax.train.errors import ConfigError
+  workdir = _copy(trained_workdir, tmp_path)
+  _damage(workdir, 3, 'missing_data_file')
+  _damage(workdir, 6, 'truncated_array')
+  with pytest.raises(ConfigError, match=r'no checkpoint in .*/checkpoints restores: every one is '
+                                         r'damaged \(steps \[3, 6\]'):
+    trainer.run(tiny_config(), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_set_aside'))
+
+
 def test_stray_folder_is_ignored_and_kept(trained_workdir, tiny_config, tmp_path, caplog):
   from laps_jax.train import trainer
   workdir = _copy(trained_workdir, tmp_path)
@@ -313,10 +327,11 @@ def test_restore_step(trained_workdir, tiny_config, tmp_path):
 
   workdir = _copy(trained_workdir, tmp_path)
   config = tiny_config()
-  config.checkpoint.restore_step = 5
-  with pytest.raises(ConfigError, match=r'restore_step=5: no checkpoint at that step in .*'
-                                         r'\(the steps there: \[3, 6\]\)'):
-    trainer.run(config, workdir)
+  for bad in (5, -2):
+    config.checkpoint.restore_step = bad
+    with pytest.raises(ConfigError, match=rf'restore_step={bad}: no checkpoint at that step in .*'
+                                           r'\(the steps there: \[3, 6\]\)'):
+      trainer.run(config, workdir)
   config.mode, config.checkpoint.restore_step, config.data.test_clips = 'eval', 3, 1
   assert trainer.run(config, workdir)['step'] == 3
   # Training from 3: the newer checkpoint is set aside (Orbax would not save step 6 again).

@@ -30,6 +30,7 @@ import logging
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
@@ -102,16 +103,23 @@ class Checkpointer:
       logging.warning('Ignoring %s: not a checkpoint Orbax finalised (no commit_success.txt).',
                       self.directory / str(s))
     steps = self.finalized_steps()
-    if step >= 0 and step not in steps:
+    if step < -1 or (step >= 0 and step not in steps):
       raise ConfigError(f'config.checkpoint.restore_step={step}: no checkpoint at that step in '
                         f'{self.directory} (the steps there: {steps})')
     damaged = []
     for candidate in ([step] if step >= 0 else reversed(steps)):
       self._check_fits(candidate, abstract_state)
       try:
-        state = self.restore(candidate, abstract_state, data_iterator)
+        state, error = self.restore(candidate, abstract_state, data_iterator), None
       except Exception as e:  # pylint: disable=broad-except  (TensorStore, JSON, OS errors)
-        reason = f'{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ""}'
+        error = e
+      if jax.process_count() > 1:  # each process reads its own shards: all must have succeeded
+        failed = multihost_utils.process_allgather(np.int32(error is not None))
+        if failed.any() and error is None:
+          error = RuntimeError(f'the restore failed on processes {np.flatnonzero(failed).tolist()}')
+      if error is not None:
+        message = str(error).strip()
+        reason = f'{type(error).__name__}: {message.splitlines()[0][:300] if message else ""}'
         if step >= 0:
           raise ConfigError(f'config.checkpoint.restore_step={step}: the checkpoint in '
                             f'{self.directory / str(step)} is damaged ({reason}); the steps there: '

@@ -102,8 +102,14 @@ class TrainLoop:
     self.checkpointer = checkpointing.Checkpointer(
         workdir, keep=config.checkpoint.keep, asynchronous=config.checkpoint.asynchronous,
         best_metric=config.checkpoint.get('best_metric', ''))
+    try:
+      with mesh_lib.activate(setup.mesh, config.axis_rules):
+        self.start_step, self.state = self._restore_or_create()
+    except BaseException:  # e.g. a ConfigError about the checkpoints: end the loader's workers
+      self.train_iter.close()
+      self.checkpointer.close()
+      raise
     with mesh_lib.activate(setup.mesh, config.axis_rules):
-      self.start_step, self.state = self._restore_or_create()
       self.num_params = metrics_lib.log_parameter_overview(self.state['model'])
     logging.info('%s: %.3f M parameters.', config.model.name, self.num_params / 1e6)
     augment = _device_augment(config)
