@@ -40,7 +40,7 @@ def parse_flags(argv: list[str], flag_values=None, config_flag: str = 'config',
     argv = [argv[0], f'--{config_flag}={default_config}', *argv[1:]]
   try:
     remaining = flag_values(argv)
-    if _is_config(flag_values[config_flag].value):
+    if is_config(flag_values[config_flag].value):
       return remaining
     error = None  # the config file did not load: ml_collections defers that error
   except Exception as e:  # pylint: disable=broad-except  (explained below, else re-raised)
@@ -116,16 +116,20 @@ def unknown_key(config, path: str) -> str | None:
   node, parts = config, path.split('.')
   for depth, part in enumerate(parts):
     part = part.split('[')[0]
-    if not _is_config(node) or part not in node:
+    if not is_config(node) or part not in node:
       where = 'config' + ''.join(f'.{p}' for p in parts[:depth])
-      if depth and _is_config(node):  # the section exists: the closest of its keys
+      if depth and is_config(node):  # the section exists: the closest of its keys
         close = ['.'.join(parts[:depth] + [k]) for k in
                  difflib.get_close_matches(part, list(node.keys()), n=1, cutoff=0.6)]
       else:  # the closest key path of the whole config, as deep as the one given
         close = difflib.get_close_matches(
             path, [p for p in key_paths(config) if p.count('.') == path.count('.')], n=1, cutoff=0.6)
+        sections = [k for k in node.keys() if is_config(node[k])] if is_config(node) else []
+        if not close and depth + 1 < len(parts) and sections:  # a misspelt section
+          close = [f'{s}.{".".join(parts[depth + 1:])}'
+                   for s in difflib.get_close_matches(part, sections, n=1, cutoff=0.6)]
       hint = (f'did you mean {close[0]!r}?' if close else
-              f'{where} has the keys {sorted(node.keys())}' if _is_config(node) else
+              f'{where} has the keys {sorted(node.keys())}' if is_config(node) else
               f'{where} is not a section')
       return f'the config has no key {path!r}; {hint}'
     node = node[part]
@@ -136,11 +140,12 @@ def key_paths(config, prefix: str = ''):
   """Every dotted key path of `config` ('model', 'model.dtype', ...), depth first."""
   for key, value in config.items():
     yield prefix + key
-    if _is_config(value):
+    if is_config(value):
       yield from key_paths(value, f'{prefix}{key}.')
 
 
-def _is_config(value) -> bool:
+def is_config(value) -> bool:
+  """Whether a parsed --config holds a config (ml_collections defers a load error to its first use)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   return isinstance(value, ml_collections.ConfigDict)
 

@@ -26,7 +26,8 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from laps_jax import checkpoints, models, weights
+from laps_jax import checkpoints, config_args, models, weights
+from laps_jax.train.errors import ConfigError
 
 
 def define_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
@@ -54,6 +55,7 @@ def convert(config, source: str, input_path: str, output: str, *, dtype: str | N
   model_config = config.model if 'model' in config else config
   if os.path.exists(output) and os.listdir(output):
     raise FileExistsError(f'--output={output} exists and is not empty; choose a new directory')
+  weights.check_file(source, input_path, model_config)  # a file that is no checkpoint, in seconds
   model = models.build(model_config, nnx.Rngs(params=seed, dropout=seed + 1))
   converted = weights.import_weights(source, input_path, model, model_config)
   checkpoints.save_model(output, model, model_config, dtype=dtype)
@@ -71,20 +73,33 @@ def summary(converted: weights.ConvertedWeights, output: str) -> str:
   return '\n'.join(lines)
 
 
+USAGE = (f'usage: python -m laps_jax.convert --config=CONFIG --source={"|".join(weights.SOURCES)} '
+         '--input=FILE --output=DIR [--dtype=bfloat16]')
+
+
 def main(argv: list[str]) -> int:
+  """The command: 0 done, 1 the file or config does not fit (one `ERROR (Type): ...` message,
+  no traceback), 2 bad flags."""
   flag_values = flags.FlagValues()
-  define_flags(flag_values, argv)
   try:
+    define_flags(flag_values, argv)  # parses the --config default with its overrides, if any
     flag_values(argv)
-  except flags.Error as e:
-    print(f'{e}\n\nusage: python -m laps_jax.convert --config=CONFIG --source={"|".join(weights.SOURCES)} '
-          '--input=FILE --output=DIR [--dtype=bfloat16]', file=sys.stderr)
+    error = None if config_args.is_config(flag_values.config) else flags.Error('--config did not load')
+  except Exception as e:  # pylint: disable=broad-except  (explained below, else re-raised)
+    error = e
+  if error is not None:
+    explained = config_args.explain_flags_error(error, argv, flag_values)
+    if explained is None:
+      raise error
+    type_name, message = explained
+    print(f'ERROR ({type_name}): {message}\n\n{USAGE}', file=sys.stderr)
     return 2
   try:
     converted = convert(flag_values.config, flag_values.source, flag_values.input, flag_values.output,
                         dtype=flag_values.dtype, seed=flag_values.seed)
-  except (weights.WeightImportError, FileExistsError, FileNotFoundError, ImportError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (weights.WeightImportError, ConfigError, FileExistsError, FileNotFoundError,
+          ImportError) as e:
+    print(f'ERROR ({type(e).__name__}): {e}', file=sys.stderr)
     return 1
   print(summary(converted, flag_values.output))
   return 0

@@ -542,3 +542,112 @@ def test_a_model_construction_error_is_a_config_error():
   with pytest.raises(ConfigError, match=r'^config.model \(laps\): leap level 3 needs the number of '
                      r'frames to be divisible by 2\*\*3 = 8, but num_frames = 12'):
     nnx.eval_shape(lambda: models.build(config.model, nnx.Rngs(0)))
+
+
+def _bad_weight_files(tmp_path):
+  """{case: (source, path, what the one-line error must say)} of files that are not checkpoints."""
+  import numpy as np
+  folder = tmp_path / 'folder.pth'
+  folder.mkdir()
+  (tmp_path / 'text.pth').write_text('hello, not a checkpoint\n')
+  (tmp_path / 'empty.pth').write_bytes(b'')
+  (tmp_path / 'random.pth').write_bytes(np.random.default_rng(0).bytes(4096))
+  (tmp_path / 'text.npz').write_text('not an npz\n')
+  (tmp_path / 'random.safetensors').write_bytes(np.random.default_rng(1).bytes(100))
+  np.savez(tmp_path / 'truncated.npz', a=np.zeros(1000))
+  data = (tmp_path / 'truncated.npz').read_bytes()
+  (tmp_path / 'truncated.npz').write_bytes(data[:len(data) // 2])
+  pytorch = 'is not a PyTorch checkpoint (expected a zip or legacy torch.save file)'
+  return {
+      'text': ('laps-pytorch', tmp_path / 'text.pth', f"text.pth {pytorch}; it starts with b'hello, n'"),
+      'empty': ('laps-pytorch', tmp_path / 'empty.pth', 'empty.pth is empty (0 bytes), not a PyTorch '
+                'checkpoint'),
+      'random': ('lvt-pytorch', tmp_path / 'random.pth', f'random.pth {pytorch}'),
+      'folder': ('laps-pytorch', folder, 'folder.pth is a directory, not a PyTorch checkpoint'),
+      'not npz': ('vit-npz', tmp_path / 'text.npz', 'text.npz is not a .npz archive (expected a zip '
+                  'of .npy arrays'),
+      'folder npz': ('vit-npz', folder, 'folder.pth is a directory, not a .npz archive'),
+      'truncated npz': ('vit-npz', tmp_path / 'truncated.npz', 'truncated.npz is a damaged or '
+                        'truncated .npz file (BadZipFile'),
+      'random safetensors': ('timm', tmp_path / 'random.safetensors', 'random.safetensors is not a '
+                             '.safetensors file'),
+      'missing': ('timm', tmp_path / 'missing.pth', 'missing.pth: no such file'),
+  }
+
+
+def test_convert_names_the_file_and_what_was_expected(tmp_path, capsys, monkeypatch):
+  """Checked in a few bytes, before the model is built (and without torch)."""
+  from laps_jax import convert
+  monkeypatch.chdir(REPO)
+  for case, (source, path, message) in _bad_weight_files(tmp_path).items():
+    code = convert.main(['convert', '--config=configs/demo.py:model=vit2d', f'--source={source}',
+                         f'--input={path}', f'--output={tmp_path / "out"}'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith('ERROR (') and message in err[0], (case, err)
+    assert 'weights_only' not in err[0] and 'pickled' not in err[0], (case, err)
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_refused_pickle_suggests_no_unsafe_load(tmp_path):
+  """A file with pickled code is refused, naming the global, and the message does not suggest
+  loading it with weights_only=False."""
+  import pickle
+  pytest.importorskip('torch')
+  from laps_jax.weights import UnsafeCheckpointError
+  from laps_jax.weights.torch_io import load_torch_file
+  path = tmp_path / 'code.pth'
+  path.write_bytes(pickle.dumps({'state_dict': {}, 'x': os.system}, protocol=2))
+  with pytest.raises(UnsafeCheckpointError, match='refusing to load') as info:
+    load_torch_file(str(path))
+  assert 'system' in str(info.value) and 'weights_only' not in str(info.value)
+
+
+def test_a_damaged_pytorch_checkpoint_is_named(tmp_path):
+  torch = pytest.importorskip('torch')
+  from laps_jax.weights import WeightImportError
+  from laps_jax.weights.torch_io import load_torch_file
+  for name, legacy in (('zip.pth', False), ('legacy.pth', True)):
+    path = tmp_path / name
+    torch.save({'w': torch.zeros(1000)}, path, _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(WeightImportError, match=f'{name} is a damaged or truncated PyTorch file'):
+      load_torch_file(str(path))
+
+
+def test_convert_lists_depth_and_width_mismatches_at_once(tmp_path, capsys, monkeypatch):
+  """A checkpoint with fewer and narrower blocks than the config: one message has the missing
+  blocks and the shapes that do not fit (not the width only after the depth is fixed)."""
+  import numpy as np
+  import safetensors.numpy
+  import reference_numpy as ref
+  from laps_jax import convert
+  monkeypatch.chdir(REPO)
+  tensors = ref.random_timm_vit(np.random.default_rng(0), hidden=32, layers=2, heads=4, mlp=64,
+                                patch=8, image=32, classes=6)  # the demo's model: 4 blocks, width 64
+  path = str(tmp_path / 'vit.safetensors')
+  safetensors.numpy.save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, path)
+  assert convert.main(['convert', '--config=configs/demo.py:model=vit2d', '--source=timm',
+                       f'--input={path}', f'--output={tmp_path / "out"}']) == 1
+  err = capsys.readouterr().err
+  assert 'missing in the checkpoint (24)' in err and 'blocks.3.mlp.fc1.weight' in err
+  assert 'the checkpoint has 2 blocks, the model config num_layers=4' in err
+  assert ('blocks/0/mlp/fc1/kernel: checkpoint (32, 64) (from blocks.0.mlp.fc1.weight), model '
+          '(64, 128)  (check model.mlp_dim)') in err
+  assert 'patch_embed/kernel: checkpoint (8, 8, 3, 32)' in err
+  assert 'pos_embed' not in err  # interpolated after reading, not a mismatch
+
+
+def test_convert_config_errors_are_one_line(tmp_path, capsys, monkeypatch):
+  from laps_jax import convert
+  monkeypatch.chdir(REPO)
+  (tmp_path / 'x.pth').write_bytes(b'PK\x03\x04' + bytes(100))  # passes the first look
+  for extra, message in (
+      ('--config.model.num_layer=3', "ERROR (ConfigError): --config.model.num_layer=3: the config has "
+       "no key 'model.num_layer'; did you mean 'model.num_layers'?"),
+      ('--config.model.num_frames=12', 'ERROR (ConfigError): config.model (laps): leap level 3 needs '
+       'the number of frames to be divisible by 2**3 = 8, but num_frames = 12')):
+    code = convert.main(['convert', '--config=configs/demo.py', '--source=timm',
+                         f'--input={tmp_path / "x.pth"}', f'--output={tmp_path / "out"}', extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (1, 2) and err[0] == message, err

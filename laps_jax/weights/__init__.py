@@ -17,7 +17,8 @@ listing all of them) and logged (what was dropped or re-initialised). PyTorch fi
 """
 from flax import nnx
 
-from laps_jax.weights import laps_pytorch, lvt_pytorch, timm_state_dict, visformer_pytorch, vit_npz
+from laps_jax.weights import laps_pytorch, lvt_pytorch, tensor_files, timm_state_dict, torch_io
+from laps_jax.weights import visformer_pytorch, vit_npz
 from laps_jax.weights.assign import ConvertedWeights, assign_converted
 from laps_jax.weights.errors import UnsafeCheckpointError, WeightImportError
 
@@ -39,6 +40,17 @@ def convert_file(source: str, path: str, model: nnx.Module, config) -> Converted
   return CONVERTERS[source](path, config, model)
 
 
+def check_file(source: str, path: str, config) -> None:
+  """Reads a few bytes of `path` to check it is the kind of file `source` reads (before a model
+  is built): FileNotFoundError or WeightImportError naming the file and what was expected."""
+  if source == 'vit-npz':
+    tensor_files.check_npz_file(path)
+  elif source in ('laps-pytorch', 'lvt-pytorch') and config.name != 'visformer':
+    torch_io.check_torch_file(path)
+  else:  # by suffix: timm, Visformer
+    tensor_files.check_state_dict_file(path)
+
+
 def import_weights(source: str, path: str, model: nnx.Module, config) -> ConvertedWeights:
   """Loads `path` (format `source`) into `model` (built from `config`, the model config) in place.
 
@@ -51,4 +63,4 @@ def import_weights(source: str, path: str, model: nnx.Module, config) -> Convert
 
 
 __all__ = ['CONVERTERS', 'SOURCES', 'ConvertedWeights', 'UnsafeCheckpointError', 'WeightImportError',
-           'convert_file', 'import_weights']
+           'check_file', 'convert_file', 'import_weights']

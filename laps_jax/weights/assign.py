@@ -29,6 +29,7 @@ _SHAPE_HINTS = (
     (r'^head/hidden/', 'head_mlp_dim'),
     (r'/(qkv|proj)/', 'hidden_size / num_heads'),
     (r'/fixation/', 'hidden_size / num_heads'),
+    (r'(^|/)norm\d?/(scale|bias)$|^cls_token$|^patch_embed/bias$', 'hidden_size'),
 )
 
 
@@ -63,6 +64,20 @@ def _hint(name: str) -> str:
   return ''
 
 
+def shape_mismatches(params: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]],
+                     origin: dict[str, str] | None = None, skip: str | None = None) -> list[str]:
+  """One message line per parameter of `params` whose shape differs from `expected`'s (names
+  `expected` lacks, or matching the regex `skip`, are left out), with the config setting to check."""
+  lines = []
+  for n in sorted(params.keys() & expected.keys()):
+    if tuple(np.shape(params[n])) == tuple(expected[n]) or (skip and re.search(skip, n)):
+      continue
+    source = f' (from {origin[n]})' if origin and n in origin else ''
+    lines.append(f'    {n}: checkpoint {tuple(np.shape(params[n]))}{source}, '
+                 f'model {tuple(expected[n])}{_hint(n)}')
+  return lines
+
+
 def check_converted(model: nnx.Module, converted: ConvertedWeights, description: str) -> None:
   """Raises WeightImportError unless `converted` covers exactly the model's parameters with the
   right shapes (parameters in `keep_initialised` excepted)."""
@@ -82,15 +97,8 @@ def check_converted(model: nnx.Module, converted: ConvertedWeights, description:
                     '\n'.join(f'    {n} {tuple(np.shape(converted.params[n]))}'
                               f'{" from " + converted.origin[n] if n in converted.origin else ""}'
                               for n in leftover))
-  mismatched = [n for n in sorted(given & expected.keys())
-                if tuple(np.shape(converted.params[n])) != expected[n]]
-  if mismatched:
-    lines = []
-    for n in mismatched:
-      source = f' (from {converted.origin[n]})' if n in converted.origin else ''
-      lines.append(f'    {n}: checkpoint {tuple(np.shape(converted.params[n]))}{source}, '
-                   f'model {expected[n]}{_hint(n)}')
-    problems.append(f'shape mismatches ({len(mismatched)}):\n' + '\n'.join(lines))
+  if mismatched := shape_mismatches(converted.params, expected, converted.origin):
+    problems.append(f'shape mismatches ({len(mismatched)}):\n' + '\n'.join(mismatched))
   if problems:
     hint_text = ''.join(f'\n  hint: {h}' for h in converted.hints)
     raise WeightImportError(f'{description} does not fit the model config:\n  ' + '\n  '.join(problems) +

@@ -24,6 +24,8 @@ from laps_jax.weights.posembed import grid_side, resize_pos_embed
 
 # Parameters of the video models that an image ViT cannot provide.
 VIDEO_ONLY_PARAMS = re.compile(r'^time_embed$|^blocks/\d+/temporal_(norm|attn|fc)/')
+# What `adapt_to_video_model` still changes after the converters read the file (a regex).
+ADAPTED = r'^(pos_embed|head/(kernel|bias))$'
 
 
 def check_vit_family(config, description: str) -> None:

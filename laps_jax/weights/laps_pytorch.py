@@ -49,7 +49,7 @@ def convert_tensors(tensors, config, description: str, model: nnx.Module | None 
     classes = source.shape(prefix + 'head.weight')[0]
     if classes != config.num_classes:
       hints.append(f'the checkpoint classifier has {classes} classes: set model.num_classes={classes}')
-  source.finish(hints)
+  source.finish(hints, params=params, origin=origin)
   return ConvertedWeights(params=params, origin=origin, dropped=list(source.dropped), hints=hints)
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from laps_jax.weights.assign import shape_mismatches
 from laps_jax.weights.errors import WeightImportError
 
 
@@ -77,8 +78,15 @@ class SourceDict:
       if predicate(name):
         self.drop(name, reason)
 
-  def finish(self, hints: list[str] = ()) -> None:
-    """Raises WeightImportError listing missing keys, left-over keys and shape problems."""
+  def finish(self, hints: list[str] = (), params: dict[str, np.ndarray] | None = None,
+             origin: dict[str, str] | None = None, adapted: str | None = None) -> None:
+    """Raises WeightImportError listing missing keys, left-over keys and shape problems.
+
+    `params` / `origin`: what the converter collected (our names), so that when the checkpoint
+    also lacks or has extra keys (e.g. another depth) the same message lists the shapes that do
+    not fit the model (e.g. another width), not one after the other is fixed. `adapted`: a regex
+    of names the converter still adapts after this (e.g. an interpolated pos_embed), left out.
+    """
     problems = []
     if self.missing:
       problems.append(f'missing in the checkpoint ({len(self.missing)}):\n' +
@@ -89,6 +97,9 @@ class SourceDict:
     if self.bad_shapes:
       problems.append(f'shapes that do not fit ({len(self.bad_shapes)}):\n' +
                       '\n'.join(f'    {b}' for b in self.bad_shapes))
+    if problems and params and self._expected_shapes:
+      if mismatched := shape_mismatches(params, self._expected_shapes, origin, skip=adapted):
+        problems.append(f'shape mismatches ({len(mismatched)}):\n' + '\n'.join(mismatched))
     if problems:
       hint_text = ''.join(f'\n  hint: {h}' for h in hints)
       raise WeightImportError(f'{self.description} does not fit the model config:\n  ' +

@@ -8,12 +8,13 @@
 import json
 import os
 import struct
+import zipfile
 
 import ml_dtypes
 import numpy as np
 
 from laps_jax.weights import torch_io
-from laps_jax.weights.errors import WeightImportError
+from laps_jax.weights.errors import WeightImportError, damaged, not_a, read_head
 
 TORCH_SUFFIXES = ('.pth', '.pth.tar', '.bin', '.pt', '.tar')
 
@@ -38,36 +39,87 @@ def _read_safetensors_raw(path: str, names: list[str]) -> dict[str, np.ndarray]:
   return out
 
 
+SAFETENSORS_FILE = 'a .safetensors file (an 8-byte header length, a JSON header, the tensor bytes)'
+NPZ_FILE = 'a .npz archive (expected a zip of .npy arrays, as numpy.savez writes)'
+
+
+def check_safetensors_file(path: str) -> bytes:
+  head = read_head(path, SAFETENSORS_FILE)
+  if head[8:9] != b'{':  # the JSON header starts after its 8-byte length
+    raise not_a(path, SAFETENSORS_FILE, head)
+  return head
+
+
+def check_npz_file(path: str) -> bytes:
+  head = read_head(path, NPZ_FILE)
+  if not head.startswith(b'PK\x03\x04'):
+    raise not_a(path, NPZ_FILE, head)
+  return head
+
+
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """{name: float array} from a .safetensors file; half-precision tensors become float32."""
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  from safetensors import SafetensorError, safe_open  # pylint: disable=g-import-not-at-top
+  head = check_safetensors_file(path)
   out, raw = {}, []
-  with safe_open(path, framework='numpy') as f:
-    for name in f.keys():
-      if f.get_slice(name).get_dtype() == 'BF16':
-        raw.append(name)
-      else:
-        array = f.get_tensor(name)
-        out[name] = array.astype(np.float32) if array.dtype == np.float16 else array
-  out.update(_read_safetensors_raw(path, raw))
+  try:
+    with safe_open(path, framework='numpy') as f:
+      for name in f.keys():
+        if f.get_slice(name).get_dtype() == 'BF16':
+          raw.append(name)
+        else:
+          array = f.get_tensor(name)
+          out[name] = array.astype(np.float32) if array.dtype == np.float16 else array
+    out.update(_read_safetensors_raw(path, raw))
+  except (SafetensorError, ValueError, KeyError, struct.error) as e:
+    if isinstance(e, WeightImportError):
+      raise
+    raise damaged(path, '.safetensors', e) from None
   return out
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
-  with np.load(path, allow_pickle=False) as data:
-    return {name: data[name] for name in data.files}
+  """{name: array} of a .npz file; numeric arrays only (no pickled objects are loaded)."""
+  head = check_npz_file(path)
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      out = {}
+      for name in data.files:
+        try:
+          out[name] = data[name]
+        except ValueError as e:  # an object array: loading it would unpickle
+          if 'allow_pickle' not in str(e):
+            raise
+          raise WeightImportError(f'{path}: the array {name!r} holds pickled Python objects, which '
+                                  'are not loaded; expected numeric arrays') from None
+      return out
+  except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    if isinstance(e, WeightImportError):
+      raise
+    raise damaged(path, '.npz', e) from None
+
+
+def _reader(path: str):
+  """(check, read) of the file type `path`'s suffix names."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such file')
+  lower = path.lower()
+  if lower.endswith('.safetensors'):
+    return check_safetensors_file, read_safetensors
+  if lower.endswith('.npz'):
+    return check_npz_file, read_npz
+  if lower.endswith(TORCH_SUFFIXES):
+    return torch_io.check_torch_file, torch_io.read_torch_state_dict
+  raise WeightImportError(f'{path}: unknown weight file type; expected .safetensors, .npz or a PyTorch '
+                          f'file ({", ".join(TORCH_SUFFIXES)})')
+
+
+def check_state_dict_file(path: str) -> None:
+  """Whether `path` looks like the weight file its suffix names (reads a few bytes); the error
+  `read_state_dict_file` would raise for a missing, empty or foreign file otherwise."""
+  _reader(path)[0](path)
 
 
 def read_state_dict_file(path: str) -> dict[str, np.ndarray]:
   """The flat {name: array} of a .safetensors / .npz / PyTorch file."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(path)
-  lower = path.lower()
-  if lower.endswith('.safetensors'):
-    return read_safetensors(path)
-  if lower.endswith('.npz'):
-    return read_npz(path)
-  if lower.endswith(TORCH_SUFFIXES):
-    return torch_io.read_torch_state_dict(path)
-  raise WeightImportError(f'{path}: unknown weight file type; expected .safetensors, .npz or a PyTorch '
-                          f'file ({", ".join(TORCH_SUFFIXES)})')
+  return _reader(path)[1](path)

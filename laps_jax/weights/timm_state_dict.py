@@ -22,7 +22,7 @@ from flax import nnx
 
 from laps_jax.weights import torch_layouts as layouts
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
-from laps_jax.weights.image_vit import adapt_to_video_model, check_vit_family
+from laps_jax.weights.image_vit import ADAPTED, adapt_to_video_model, check_vit_family
 from laps_jax.weights.source_dict import ParamCollector, SourceDict, block_count_hints
 from laps_jax.weights.tensor_files import read_state_dict_file
 
@@ -69,7 +69,8 @@ def convert_tensors(tensors: dict[str, np.ndarray], config, model: nnx.Module, d
   params, origin = read_vit(source, config, with_head='head.weight' in source)
   for name in ('pre_logits.fc.weight', 'pre_logits.fc.bias'):
     source.drop(name, 'pre-logits layer of the ImageNet-21k release; the video model has none')
-  source.finish(hints=block_count_hints(source.keys(), r'blocks\.(\d+)\.', config))
+  source.finish(hints=block_count_hints(source.keys(), r'blocks\.(\d+)\.', config), params=params,
+                origin=origin, adapted=ADAPTED)
   converted = ConvertedWeights(params=params, dropped=list(source.dropped), origin=origin)
   return adapt_to_video_model(converted, model, config)
 

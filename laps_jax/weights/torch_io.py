@@ -11,10 +11,11 @@ torch is an optional dependency (`pip install torch==2.13.0`, CPU wheel is enoug
 here, inside the functions, only when a PyTorch file is read.
 """
 import pickle
+import struct
 
 import numpy as np
 
-from laps_jax.weights.errors import UnsafeCheckpointError, WeightImportError
+from laps_jax.weights.errors import UnsafeCheckpointError, WeightImportError, damaged, not_a, read_head
 
 
 def _import_torch():
@@ -35,23 +36,49 @@ def _numpy_safe_globals():
   return allowed
 
 
+PYTORCH_FILE = 'a PyTorch checkpoint (expected a zip or legacy torch.save file)'  # for messages
+
+
+def is_torch_file_head(head: bytes) -> bool:
+  """Whether a file starting with `head` can be a torch.save file: a zip (torch >= 1.6), a
+  legacy pickle (protocol 2 to 5) or a tar (torch < 0.4)."""
+  return (head.startswith(b'PK\x03\x04') or (head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'))
+          or head[257:262] == b'ustar')
+
+
+def check_torch_file(path: str) -> bytes:
+  """The first bytes of `path`, after checking that it can be a PyTorch file (no torch needed);
+  FileNotFoundError or WeightImportError naming the file otherwise."""
+  head = read_head(path, PYTORCH_FILE, size=512)
+  if not is_torch_file_head(head):
+    raise not_a(path, PYTORCH_FILE, head)
+  return head
+
+
 def load_torch_file(path: str):
   """The unpickled content of a PyTorch file (tensors on the CPU), with weights_only=True.
 
-  Raises UnsafeCheckpointError (nothing of the file's code runs) if it holds other objects.
+  Raises UnsafeCheckpointError (nothing of the file's code runs) if it holds other objects, and
+  WeightImportError naming the file if it is not a PyTorch checkpoint or is damaged.
   """
+  head = check_torch_file(path)
   torch = _import_torch()
   try:
     with torch.serialization.safe_globals(_numpy_safe_globals()):
       return torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
-    detail = [line.strip() for line in str(e).splitlines() if 'Unsupported' in line or 'GLOBAL' in line]
+    detail = [line.strip() for line in str(e).splitlines() if 'GLOBAL' in line or 'global' in line]
+    if not detail:  # not a refused object: bytes the unpickler cannot read
+      raise damaged(path, 'PyTorch', e) from None
     raise UnsafeCheckpointError(
         f'refusing to load {path}: it holds pickled Python objects other than tensors and plain '
-        f'containers, so unpickling it could run code from the file. '
-        f'{(detail[0] if detail else str(e).splitlines()[-1]).rstrip(".")}. If you trust the file, load it '
-        f'yourself with torch.load(..., weights_only=False) and torch.save only its state dict, '
-        f'or save it as .safetensors, then convert that.') from None
+        f'containers, so unpickling it could run code from the file. {detail[0].rstrip(".")}. '
+        'Ask whoever published it for the state dict alone (torch.save(model.state_dict())) or a '
+        '.safetensors file, and convert that.') from None
+  except (EOFError, RuntimeError, ValueError, KeyError, IndexError, struct.error) as e:
+    # A truncated or corrupt zip or pickle (torch raises any of these, e.g. "failed finding
+    # central directory", EOFError, "pop from empty list").
+    raise damaged(path, 'PyTorch', e) from None
 
 
 def to_numpy(value) -> np.ndarray:

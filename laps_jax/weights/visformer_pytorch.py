@@ -158,7 +158,7 @@ def convert_tensors(tensors: dict[str, np.ndarray], config, description: str,
                  for s in (1, 2, 3)]
   if tuple(depth_found) != tuple(depths):
     hints.append(f'the checkpoint has stage depths {tuple(depth_found)}: set model.stage_depths')
-  source.finish(hints)
+  source.finish(hints, params=params, origin=origin)
   return ConvertedWeights(params=params, keep_initialised=keep, dropped=list(source.dropped), notes=notes,
                           origin=origin, hints=hints)
 

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from laps_jax.weights.assign import ConvertedWeights, flat_param_shapes
-from laps_jax.weights.image_vit import adapt_to_video_model, check_vit_family
+from laps_jax.weights.image_vit import ADAPTED, adapt_to_video_model, check_vit_family
 from laps_jax.weights.source_dict import ParamCollector, SourceDict, block_count_hints
 from laps_jax.weights.tensor_files import read_npz
 
@@ -72,7 +72,8 @@ def convert_tensors(tensors: dict[str, np.ndarray], config, model: nnx.Module, d
   if prefix + 'head/kernel' in source:
     take('head/kernel', 'head/kernel')
     take('head/bias', 'head/bias')
-  source.finish(hints=block_count_hints(source.keys(), prefix + r'Transformer/encoderblock_(\d+)/', config))
+  source.finish(hints=block_count_hints(source.keys(), prefix + r'Transformer/encoderblock_(\d+)/', config),
+                params=params, origin=origin, adapted=ADAPTED)
   converted = ConvertedWeights(params=params, dropped=list(source.dropped), origin=origin)
   return adapt_to_video_model(converted, model, config)
 
