@@ -18,8 +18,9 @@ thread while training goes on. The grain iterator state is captured at the call.
 Resuming (`restore_intact`) takes the newest checkpoint that restores (or the step
 config.checkpoint.restore_step names). Passed over, with a warning each:
   - a numbered folder Orbax did not finalise (no commit_success.txt, e.g. `checkpoints/7/junk.txt`);
-  - a damaged checkpoint (a truncated or garbled array file, a missing data/process_0-of-1.json):
-    its restore fails, and the next older one is tried.
+  - a damaged checkpoint (a truncated array file, a garbled manifest, a missing
+    data/process_0-of-1.json): its restore fails, and the next older one is tried. Bytes changed
+    inside an array file that still decodes go unnoticed: the format has no checksums.
 Training then moves such folders, and any checkpoint newer than the one it resumes from, to
 WORKDIR/checkpoints_set_aside/<step> (kept for a look, never deleted): left in checkpoints/, Orbax
 would count them as the latest steps, refuse to save those steps again, and delete them as old
