@@ -108,6 +108,15 @@ def _live_processes_of_group(pgid: int) -> list[int]:
   return pids
 
 
+def _left_after(pgid: int, seconds: float) -> list[int]:
+  """The live processes of group `pgid` after waiting up to `seconds` for none to be left."""
+  import time
+  start = time.monotonic()
+  while (left := _live_processes_of_group(pgid)) and time.monotonic() - start < seconds:
+    time.sleep(0.05)
+  return left
+
+
 def _logged_steps(log_path) -> int:
   import re
   with open(log_path) as f:
@@ -163,9 +172,7 @@ def test_kill_9_at_random_points_leaves_no_process_and_resumes_the_last_checkpoi
     time.sleep(rng.uniform(0.0, 0.3))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    start = time.monotonic()
-    while (left := _live_processes_of_group(process.pid)) and time.monotonic() - start < 5:
-      time.sleep(0.1)
+    left = _left_after(process.pid, seconds=5)
     assert not left, f'seed {seed}, attempt {attempt}: processes left 5 s after kill -9: {left}'
     with open(log) as f:
       assert f'Training from step {previous} to 24.' in f.read(), f'seed {seed}, attempt {attempt}'
@@ -223,7 +230,7 @@ def test_sigterm_to_one_process_of_two_and_to_both(tiny_config, tmp_path):
     with open(log) as f:
       assert f'Training from step {first} to 200.' in f.read()  # both resumed
   assert again in _finalized_steps(workdir)
-  assert not _live_processes_of_group(processes[0].pid)
+  assert not _left_after(processes[0].pid, seconds=5)  # the data workers and resource_tracker
 
 
 def test_preemption_exit_code_and_resume_command(capsys):

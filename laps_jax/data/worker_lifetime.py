@@ -2,10 +2,13 @@
 
 grain starts its workers with multiprocessing's `spawn`. They stop when the loader is closed or
 the main process exits normally, but a kill -9 (or the OOM killer) of the main process tells them
-nothing: they live on with parent 1, and keep the multiprocessing `resource_tracker` alive too
-(it exits only once every process holding its pipe has gone). On Linux,
-`prctl(PR_SET_PDEATHSIG, SIGKILL)` has the kernel kill a worker the moment its parent dies; the
-tracker then sees its pipe close, unlinks the shared memory left over and exits.
+nothing: they lived on with parent 1, and kept the multiprocessing `resource_tracker` alive too
+(it exits only once every process holding its pipe has gone). Now a thread in each worker waits
+on `multiprocessing.parent_process()`'s sentinel (a pipe whose other end only the parent holds:
+it closes when the parent process ends, however it ends) and then ends the worker; the tracker
+sees its pipe close, unlinks the shared memory left over and exits. (Not Linux's
+PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and grain starts
+workers from its own threads.)
 
 A preemption notice (SIGTERM) goes to the whole process group. The workers ignore it: the main
 process decides when to stop (laps_jax/train/preemption.py), and with several processes it must
@@ -18,30 +21,28 @@ a worker (grain unpickles the pipeline once per worker, before the first element
 """
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
-import sys
+import threading
 
 import grain.python as grain
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
 
 def init_worker(parent_pid: int) -> None:
-  """In a worker of `parent_pid`: die with it, ignore SIGTERM. Elsewhere (the main process, a
+  """In a worker of `parent_pid`: end with it, ignore SIGTERM. Elsewhere (the main process, a
   copy unpickled in the same process): nothing."""
   parent = multiprocessing.parent_process()
   if parent is None or parent.pid != parent_pid:
     return
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)
-  if sys.platform.startswith('linux'):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-      raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG) failed')
-  if os.getppid() != parent_pid:  # the parent died before the signal was armed
-    os._exit(1)  # pylint: disable=protected-access
+  if threading.current_thread() is threading.main_thread():  # where signal handlers are set
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  threading.Thread(target=_exit_with, args=(parent,), name='exit_with_parent', daemon=True).start()
+
+
+def _exit_with(parent) -> None:
+  parent.join()  # returns once the parent process has ended (also if it already has)
+  os._exit(1)  # pylint: disable=protected-access  (no clean-up to run: the loader is gone)
 
 
 def worker_init_fn():
