@@ -179,6 +179,28 @@ def test_kill_9_at_random_points_leaves_no_process_and_resumes_the_last_checkpoi
     previous = (_finalized_steps(workdir) or [0])[-1]  # what the next run must resume from
 
 
+def test_data_workers_ignore_sigterm_and_end_with_the_loader(tiny_config):
+  """A SIGTERM to the process group reaches the data workers too: they ignore it (the trainer
+  decides when to stop) and end when the loader is done with them."""
+  import multiprocessing
+  import signal
+  import time
+  from laps_jax.data import loaders
+  config = tiny_config()
+  config.data.num_workers = 1
+  batches = iter(loaders.make_eval_loader(config.data, split='validation', global_batch_size=40,
+                                          multi_view=False))
+  first = next(batches)
+  workers = multiprocessing.active_children()
+  assert workers
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGTERM)
+  time.sleep(0.5)
+  assert all(worker.is_alive() for worker in workers)
+  assert len(first['labels']) + sum(len(b['labels']) for b in batches) == 80  # all of them
+  assert not any(worker.is_alive() for worker in workers)  # ended with the last batch
+
+
 def test_sigterm_to_one_process_of_two_and_to_both(tiny_config, tmp_path):
   """Two processes (jax.distributed on localhost): a SIGTERM to one of them, later to the process
   group of both (their data workers too), makes both save the same step (JAX's preemption sync

@@ -2,8 +2,8 @@
 
 grain starts its workers with multiprocessing's `spawn`. They stop when the loader is closed or
 the main process exits normally, but a kill -9 (or the OOM killer) of the main process tells them
-nothing: they lived on with parent 1, and kept the multiprocessing `resource_tracker` alive too
-(it exits only once every process holding its pipe has gone). Now a thread in each worker waits
+nothing: they would live on with parent 1, and keep the multiprocessing `resource_tracker` alive
+too (it exits only once every process holding its pipe has gone). So a thread in each worker waits
 on `multiprocessing.parent_process()`'s sentinel (a pipe whose other end only the parent holds:
 it closes when the parent process ends, however it ends) and then ends the worker; the tracker
 sees its pipe close, unlinks the shared memory left over and exits. (Not Linux's
