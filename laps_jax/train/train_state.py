@@ -6,8 +6,9 @@ and returns the new `nnx.state(...)`. That keeps the shardings explicit (`in_sha
 `out_shardings`, state donated) and lets Orbax and the dry run work on the same tree.
 
     state['model']      parameters (f32) + the dropout RNG stream of the model
-    state['optimizer']  step count + optax state (momenta, MultiSteps accumulators); absent in
-                        the state of an evaluation, which has no optimizer
+    state['optimizer']  step count + optax state (optax.apply_if_finite's counts of non-finite
+                        steps around the momenta and MultiSteps accumulators; setup.py); absent
+                        in the state of an evaluation, which has no optimizer
     state['ema']        the EMA of the weights (config.ema.decay > 0; laps_jax/train/ema.py)
 """
 import functools
