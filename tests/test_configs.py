@@ -14,7 +14,7 @@ from laps_jax.train import optimizer as optimizer_lib
 TOP_LEVEL_KEYS = {'mode', 'seed', 'init_from', 'model', 'data', 'batch_size', 'num_epochs',
                   'total_steps', 'optimizer', 'schedule', 'mesh_shape', 'axis_rules',
                   'log_every_steps', 'profile_steps', 'profile_first_step', 'compilation_cache_dir',
-                  'preemption_exit_code',
+                  'preemption_exit_code', 'skip_nonfinite_updates',
                   'eval', 'test', 'checkpoint', 'ema', 'tensorboard', 'precise_bn'}
 VARIANTS = [
     ('demo', None), ('demo', 'model=vit2d'), ('demo', 'model=joint'), ('demo', 'model=divided'),
