@@ -23,7 +23,7 @@ def parse_config_arg(arg: str | None, defaults: dict[str, str], choices: dict[st
 # =============================================================================================
 # Command-line errors in --config and its overrides: one line, no traceback
 # =============================================================================================
-def parse_flags(argv: list[str], flag_values=None, config_flag: str = 'config',
+def parse_flags(argv: list[str], flag_values=None, config_flag: str | None = 'config',
                 default_config: str | None = None) -> list[str]:
   """absl's `flags_parser` for main.py (`app.run(main, flags_parser=parse_flags)`).
 
@@ -32,10 +32,17 @@ def parse_flags(argv: list[str], flag_values=None, config_flag: str = 'config',
   unknown or missing flag) prints one line `ERROR (Type): message` to stderr and exits 1.
   `default_config`: the config file when argv names none. (Give it here, not as the flag's
   default: ml_collections parses a default, overrides included, when the flag is defined, at
-  import, where no error can be caught.)
+  import, where no error can be caught.) `config_flag=None`: a command without a config flag
+  (laps_jax.export): only absl's own flag errors, on one line.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
   flag_values = flags.FLAGS if flag_values is None else flag_values
+  if config_flag is None:
+    try:
+      return flag_values(argv)
+    except flags.Error as e:
+      print(f'ERROR ({type(e).__name__}): {" ".join(str(e).split())}', file=sys.stderr, flush=True)
+      sys.exit(1)
   if default_config and config_flag not in _flag_args(argv, config_flag):
     argv = [argv[0], f'--{config_flag}={default_config}', *argv[1:]]
   try:

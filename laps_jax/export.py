@@ -15,6 +15,7 @@ default. Runs on one host, no accelerator needed (the arrays are read into host 
 TRAIN_DIR and DIR may be URLs (gs://...): paths go through etils.epath. A checkpoint folder Orbax
 did not finalise is not taken as the latest.
 """
+import functools
 import json
 import sys
 
@@ -34,7 +35,14 @@ def load_run_config(workdir: str):
   path = checkpoints.as_path(workdir) / 'config.json'
   if not path.is_file():
     raise FileNotFoundError(f'{workdir} is not a training workdir: config.json is missing')
-  return ml_collections.ConfigDict(checkpoints.lists_to_tuples(json.loads(path.read_text())))
+  try:
+    return ml_collections.ConfigDict(checkpoints.lists_to_tuples(json.loads(path.read_text())))
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON ({e})') from None
+
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint folder Orbax finalised whose arrays or metadata do not read."""
 
 
 DATA_CONFIG_FILE = 'data_config.json'  # what laps_jax.predict reads beside an exported model
@@ -48,7 +56,8 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
   config beside them (DATA_CONFIG_FILE).
 
   Returns the step exported. Raises FileNotFoundError (no config / checkpoint / best checkpoint /
-  EMA), FileExistsError (`output` is not empty) and ValueError (an unknown `which`).
+  EMA), FileExistsError (`output` is not empty), ValueError (an unknown `which`, a config.json
+  that is not JSON) and DamagedCheckpointError (a ValueError: the checkpoint does not restore).
   """
   from laps_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
   if which not in WHICH:
@@ -68,10 +77,22 @@ def export(workdir: str, output: str, *, dtype: str | None = None, step: int | N
         raise FileNotFoundError(
             f'{workdir} has no best checkpoint: ' + ('no checkpoint was saved with validation '
             'metrics' if best_metric else 'the run did not set config.checkpoint.best_metric'))
-    if step is None:  # the latest finalised step (restore_model_arrays says when there is none)
-      step = (checkpointer.finalized_steps() or [None])[-1]
-    arrays = named_params.flatten(
-        checkpointer.restore_model_arrays(step, item='ema' if ema else 'model'))
+    steps = checkpointer.finalized_steps()
+    if step is None and not steps:
+      raise FileNotFoundError(f'{workdir} holds no finished checkpoint (checkpoints/ has none '
+                              'that Orbax finalised)')
+    step = steps[-1] if step is None else step  # the latest finalised step by default
+    try:
+      arrays = named_params.flatten(
+          checkpointer.restore_model_arrays(step, item='ema' if ema else 'model'))
+    except FileNotFoundError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (Orbax / TensorStore: many types)
+      message = (str(e).strip().splitlines() or [''])[0]
+      raise DamagedCheckpointError(
+          f'{workdir}: the checkpoint at step {step} does not restore, damaged or incomplete '
+          f'({type(e).__name__}: {message}); export another with --step=N (finished steps: '
+          f'{steps})') from e
   finally:
     checkpointer.close()
   # The parameter names of this model; the checkpoint's model item also holds RNG state.
@@ -114,4 +135,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from laps_jax import config_args  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=functools.partial(config_args.parse_flags, config_flag=None))

@@ -116,13 +116,39 @@ def video_views(path: str, model_config, settings: dict) -> np.ndarray:
                             settings['test_crops'])
 
 
+class ModelLoadError(ValueError):
+  """An exported model directory that does not load: its config or its parameters are damaged,
+  or they do not fit each other. The message names the directory."""
+
+
+def load_exported_model(model_dir: str):
+  """`checkpoints.load_model(model_dir)`; FileNotFoundError (not an exported model) or a
+  ModelLoadError naming the directory and the part that does not load."""
+  from laps_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpoints.load_model(model_dir)
+  except FileNotFoundError:
+    raise
+  except json.JSONDecodeError as e:
+    raise ModelLoadError(f'--model={model_dir}: {checkpoints.CONFIG_FILE} is not valid JSON ({e})') from e
+  except ValueError as e:  # a config or a shape that does not fit
+    raise ModelLoadError(f'--model={model_dir} does not load: {_first_line(e)}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    # The config read; Orbax / TensorStore raise many types for damaged parameter files.
+    raise ModelLoadError(f'--model={model_dir}: its parameters ({checkpoints.PARAMS_DIR}/) do not '
+                         f'restore, damaged or incomplete ({type(e).__name__}: {_first_line(e)})') from e
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [''])[0]
+
+
 class Predictor:
   """An exported model, jitted, returning class probabilities for a stack of views."""
 
   def __init__(self, model_dir: str, batch_size: int = 8):
     from flax import nnx  # pylint: disable=g-import-not-at-top
-    from laps_jax import checkpoints  # pylint: disable=g-import-not-at-top
-    self.model, self.config = checkpoints.load_model(model_dir)
+    self.model, self.config = load_exported_model(model_dir)
     self.batch_size = batch_size
     from laps_jax.data import device_augment  # pylint: disable=g-import-not-at-top
     self._logits = nnx.jit(lambda model, videos, mean, std: model(
@@ -194,32 +220,49 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.mark_flag_as_required('model', flag_values=fv)
 
 
+USAGE = 'usage: python -m laps_jax.predict --model=DIR [--json] VIDEO [VIDEO ...]'
+
+
 def main(argv: list[str]) -> int:
+  """The command: 0 every video classified, 1 an error (one `ERROR (Type): ...` line, or one line
+  per video that does not decode), 2 bad flags."""
+  from laps_jax import config_args  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
-  define_flags(fv, argv)
   try:
+    define_flags(fv, argv)  # parses a --config default with its overrides, if any
     videos = fv(argv)[1:]
-  except flags.Error as e:
-    print(f'{e}\n\nusage: python -m laps_jax.predict --model=DIR [--json] VIDEO [VIDEO ...]', file=sys.stderr)
+    error = (None if fv.config is None or config_args.is_config(fv.config)
+             else flags.Error('--config did not load'))
+  except Exception as e:  # pylint: disable=broad-except  (explained below, else re-raised)
+    error = e
+  if error is not None:
+    explained = (config_args.explain_flags_error(error, argv, fv)
+                 if _config_given(argv) or not isinstance(error, flags.Error)
+                 else (type(error).__name__, ' '.join(str(error).split())))
+    if explained is None:
+      raise error
+    print(f'ERROR ({explained[0]}): {explained[1]}\n\n{USAGE}', file=sys.stderr)
     return 2
   if not videos:
-    print('usage: python -m laps_jax.predict --model=DIR [--json] VIDEO [VIDEO ...]', file=sys.stderr)
+    print(USAGE, file=sys.stderr)
     return 2
-  data_config = fv.config.data.to_dict() if fv.config is not None and 'data' in fv.config else None
-  data_config = data_config or exported_data_config(fv.model)
   try:
+    data_config = fv.config.data.to_dict() if fv.config is not None and 'data' in fv.config else None
+    data_config = data_config or exported_data_config(fv.model)
     predictor = Predictor(fv.model, batch_size=fv.batch_size)
-  except FileNotFoundError as e:
-    print(f'error: {e}', file=sys.stderr)
+    floats = lambda name, values: _floats(name, values) if values else None
+    settings = view_settings(predictor.config, data_config, dict(
+        test_clips=fv.test_clips, test_crops=fv.test_crops, sampling=fv.sampling,
+        frame_stride=fv.frame_stride, test_short_side=fv.short_side, mean=floats('mean', fv.mean),
+        std=floats('std', fv.std)))
+    check_settings(settings, fv.batch_size)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'ERROR ({type(e).__name__}): {e}', file=sys.stderr)
     return 1
-  floats = lambda values: tuple(float(v) for v in values) if values else None
-  settings = view_settings(predictor.config, data_config, dict(
-      test_clips=fv.test_clips, test_crops=fv.test_crops, sampling=fv.sampling, frame_stride=fv.frame_stride,
-      test_short_side=fv.short_side, mean=floats(fv.mean), std=floats(fv.std)))
   try:
     names = label_names(predictor.config.num_classes, fv.labels, (data_config or {}).get('name'))
   except (ValueError, OSError) as e:
-    print(f'error: class names: {e} (choose them with --labels)', file=sys.stderr)
+    print(f'ERROR ({type(e).__name__}): class names: {e} (choose them with --labels)', file=sys.stderr)
     return 1
   results = predict_files(videos, predictor, names, settings)
   for result in results:
@@ -230,6 +273,34 @@ def main(argv: list[str]) -> int:
   else:
     print(format_text(results, settings))
   return 1 if any('error' in r for r in results) else 0
+
+
+def check_settings(settings: dict, batch_size: int) -> None:
+  """A ValueError naming the first view setting (flag, else data config key) out of range."""
+  for key, flag, ok, what in (
+      ('test_clips', 'test_clips', lambda v: v >= 1, '>= 1'),
+      ('test_crops', 'test_crops', lambda v: v in (1, 3), '1 or 3'),
+      ('frame_stride', 'frame_stride', lambda v: v >= 1, '>= 1'),
+      ('test_short_side', 'short_side', lambda v: v >= 1, '>= 1')):
+    if not ok(settings[key]):
+      raise ValueError(f'--{flag} (or the data config\'s {key}) must be {what}, got {settings[key]!r}')
+  if batch_size < 1:
+    raise ValueError(f'--batch_size must be >= 1, got {batch_size}')
+
+
+def _config_given(argv: list[str]) -> bool:
+  return any(a == '--config' or a.startswith(('--config=', '--config.')) for a in argv[1:])
+
+
+def _floats(name: str, values: list[str]) -> tuple[float, ...]:
+  """--mean / --std: 3 numbers; a ValueError naming the flag otherwise."""
+  try:
+    numbers = tuple(float(v) for v in values)
+  except ValueError:
+    numbers = ()
+  if len(numbers) != 3:
+    raise ValueError(f'--{name} takes 3 numbers (R,G,B of x / 255), got {",".join(values)!r}')
+  return numbers
 
 
 if __name__ == '__main__':

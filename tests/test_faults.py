@@ -680,3 +680,108 @@ def test_convert_config_errors_are_one_line(tmp_path, capsys, monkeypatch):
                          f'--input={tmp_path / "x.pth"}', f'--output={tmp_path / "out"}', extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code in (1, 2) and err[0] == message, err
+
+
+@pytest.fixture(scope='module')
+def exported_tiny_model(tmp_path_factory):
+  """A tiny exported vit2d (laps_jax.checkpoints format)."""
+  from flax import nnx
+  from conftest import make_tiny_config
+  from laps_jax import checkpoints, models
+  config = make_tiny_config('unused', 'vit2d').model
+  path = str(tmp_path_factory.mktemp('exported') / 'model')
+  checkpoints.save_model(path, models.build(config, nnx.Rngs(0)), config)
+  return path
+
+
+def _broken_model(exported, tmp_path, how) -> str:
+  import glob
+  import json
+  import shutil
+  path = str(tmp_path / how)
+  shutil.copytree(exported, path)
+  config_path = os.path.join(path, 'model_config.json')
+  if how == 'not json':
+    with open(config_path, 'w') as f:
+      f.write('{not json')
+  elif how in ('unknown key', 'other width'):
+    with open(config_path) as f:
+      config = json.load(f)
+    config.update({'colour': 1} if how == 'unknown key' else {'hidden_size': 64, 'mlp_dim': 128})
+    with open(config_path, 'w') as f:
+      json.dump(config, f)
+  elif how == 'no params':
+    shutil.rmtree(os.path.join(path, 'params'))
+  elif how == 'damaged params':
+    for name in glob.glob(os.path.join(path, 'params', '*')):
+      if os.path.isfile(name) and not name.endswith('commit_success.txt'):
+        os.remove(name)  # the metadata and manifest
+  return path
+
+
+@pytest.mark.parametrize('how, message', [
+    ('missing', 'missing is not an exported model: model_config.json is missing'),
+    ('not json', "ERROR (ModelLoadError): --model={path}: model_config.json is not valid JSON "
+     "(Expecting property name"),
+    ('unknown key', "ERROR (ModelLoadError): --model={path} does not load: model config for "
+     "name='vit2d': unknown keys ['colour']"),
+    ('other width', 'ERROR (ModelLoadError): --model={path} does not load: blocks/0/'),
+    ('no params', 'ERROR (FileNotFoundError): {path} is not an exported model: params/ is missing'),
+    ('damaged params', 'ERROR (ModelLoadError): --model={path}: its parameters (params/) do not '
+     'restore, damaged or incomplete'),
+])
+def test_predict_names_a_model_that_does_not_load(exported_tiny_model, tmp_path, capsys, how,
+                                                  message):
+  from laps_jax import predict
+  path = str(tmp_path / 'missing') if how == 'missing' else _broken_model(exported_tiny_model,
+                                                                          tmp_path, how)
+  assert predict.main(['predict', f'--model={path}', str(tmp_path / 'video.mp4')]) == 1
+  err = [line for line in capsys.readouterr().err.strip().splitlines()
+         if not line.startswith('WARNING:absl:')]  # Orbax's own warning about the metadata
+  assert len(err) == 1 and message.format(path=path) in err[0], err
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--mean=0.5,0.5'], "ERROR (ValueError): --mean takes 3 numbers (R,G,B of x / 255), got '0.5,0.5'"),
+    (['--test_crops=2'], "ERROR (ValueError): --test_crops (or the data config's test_crops) must "
+     "be 1 or 3, got 2"),
+    (['--test_clips=0'], "ERROR (ValueError): --test_clips (or the data config's test_clips) must "
+     "be >= 1, got 0"),
+    (['--batch_size=0'], 'ERROR (ValueError): --batch_size must be >= 1, got 0'),
+    (['--config=configs/demo.py', '--config.dta.name=x'], "ERROR (ConfigError): --config.dta.name=x: "
+     "the config has no key 'dta.name'; did you mean 'data.name'?"),
+    (['--config=configs/nope.py'], "ERROR (ConfigError): --config=configs/nope.py: no config file "
+     "'configs/nope.py'"),
+])
+def test_predict_flag_errors_are_one_line(exported_tiny_model, tmp_path, capsys, monkeypatch, args,
+                                          message):
+  from laps_jax import predict
+  monkeypatch.chdir(REPO)
+  code = predict.main(['predict', f'--model={exported_tiny_model}', *args, str(tmp_path / 'v.mp4')])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code in (1, 2) and message in err[0], err
+  assert not any('Traceback' in line for line in err)
+
+
+def test_export_names_what_does_not_load(trained_workdir, tmp_path, capsys):
+  """A config.json that is not JSON, a workdir without a finished checkpoint, a damaged latest
+  checkpoint: one line each, naming the file or the step (and the steps that are there)."""
+  from laps_jax import export
+  bad_json = tmp_path / 'bad_json'
+  bad_json.mkdir()
+  (bad_json / 'config.json').write_text('{not json')
+  no_checkpoint = tmp_path / 'no_checkpoint'
+  no_checkpoint.mkdir()
+  with open(os.path.join(trained_workdir, 'config.json')) as f:
+    (no_checkpoint / 'config.json').write_text(f.read())
+  damaged = _copy(trained_workdir, tmp_path)
+  _damage(damaged, 6, 'truncated_array')
+  with pytest.raises(ValueError, match=r'bad_json/config.json is not valid JSON \(Expecting'):
+    export.export(str(bad_json), str(tmp_path / 'out'))
+  with pytest.raises(FileNotFoundError, match='no_checkpoint holds no finished checkpoint'):
+    export.export(str(no_checkpoint), str(tmp_path / 'out'))
+  with pytest.raises(export.DamagedCheckpointError,
+                     match=r'the checkpoint at step 6 does not restore, damaged or incomplete '
+                           r'\(.*\); export another with --step=N \(finished steps: \[3, 6\]\)'):
+    export.export(damaged, str(tmp_path / 'out'))
+  assert export.export(damaged, str(tmp_path / 'out'), step=3) == 3
