@@ -551,6 +551,25 @@ def test_sizes_and_counts_must_be_positive(key, value):
     setup.check_config(config)
 
 
+@pytest.mark.parametrize('key, value, message', [
+    ('optimizer.name', 'adam', "config.optimizer.name must be 'sgd' or 'adamw', got 'adam'"),
+    ('schedule.name', 'cosine', "config.schedule.name must be 'piecewise' or 'warmup_cosine'"),
+    ('optimizer.layer_decay', 2.0, r'config.optimizer.layer_decay must be in \(0, 1\]'),
+    ('checkpoint.best_metric', 'top1', "best_metric must be '' or a validation metric: val_top1"),
+    ('checkpoint.best_metric', 'val_ema_top1', "best_metric='val_ema_top1' needs the EMA"),
+])
+def test_optimizer_schedule_and_best_metric_are_checked_before_the_run(key, value, message):
+  """Before: a traceback when the optimizer is built, or a KeyError at the first validation."""
+  from configs import demo
+  from laps_jax.train import setup
+  from laps_jax.train.errors import ConfigError
+  config = demo.get_config()
+  section, _, name = key.rpartition('.')
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=message):
+    setup.check_config(config)
+
+
 def test_mesh_shape_must_be_integers():
   from configs import demo
   from laps_jax.train import setup

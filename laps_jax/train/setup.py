@@ -11,6 +11,7 @@ with a message that says what to change.
 """
 import dataclasses
 import math
+import re
 from typing import Callable
 
 import jax
@@ -64,8 +65,15 @@ def check_config(config) -> None:
   try:
     models.validate_config(config.model)
     data_pipeline().validate_config(config.data)
+    optimizer_lib.make_optimizer(config, updates_per_epoch=1.0, total_updates=1)  # names, ranges
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  best = config.get('checkpoint', {}).get('best_metric', '')
+  if best and not re.fullmatch(r'val_(ema_)?(top1|top5|loss)', best):
+    raise ConfigError("config.checkpoint.best_metric must be '' or a validation metric: val_top1, "
+                      f'val_top5, val_loss or val_ema_top1, val_ema_top5, val_ema_loss; got {best!r}')
+  if best.startswith('val_ema_') and not config.get('ema', {}).get('decay', 0.0) > 0:
+    raise ConfigError(f'config.checkpoint.best_metric={best!r} needs the EMA: set config.ema.decay > 0')
   for key in ('num_frames', 'image_size'):
     if config.data[key] != config.model[key]:
       raise ConfigError(f'data.{key}={config.data[key]} differs from model.{key}={config.model[key]}')
