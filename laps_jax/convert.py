@@ -92,7 +92,8 @@ def main(argv: list[str]) -> int:
     if explained is None:
       raise error
     type_name, message = explained
-    print(f'ERROR ({type_name}): {message}\n\n{USAGE}', file=sys.stderr)
+    usage = '' if type_name == 'ConfigError' else f'\n\n{USAGE}'  # a usage mistake: the usage
+    print(f'ERROR ({type_name}): {message}{usage}', file=sys.stderr)
     return 2
   try:
     converted = convert(flag_values.config, flag_values.source, flag_values.input, flag_values.output,

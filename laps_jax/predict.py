@@ -241,7 +241,8 @@ def main(argv: list[str]) -> int:
                  else (type(error).__name__, ' '.join(str(error).split())))
     if explained is None:
       raise error
-    print(f'ERROR ({explained[0]}): {explained[1]}\n\n{USAGE}', file=sys.stderr)
+    usage = '' if explained[0] == 'ConfigError' else f'\n\n{USAGE}'  # a usage mistake: the usage
+    print(f'ERROR ({explained[0]}): {explained[1]}{usage}', file=sys.stderr)
     return 2
   if not videos:
     print(USAGE, file=sys.stderr)
