@@ -60,7 +60,7 @@ def check_npz_file(path: str) -> bytes:
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """{name: float array} from a .safetensors file; half-precision tensors become float32."""
   from safetensors import SafetensorError, safe_open  # pylint: disable=g-import-not-at-top
-  head = check_safetensors_file(path)
+  check_safetensors_file(path)
   out, raw = {}, []
   try:
     with safe_open(path, framework='numpy') as f:
@@ -80,7 +80,7 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
   """{name: array} of a .npz file; numeric arrays only (no pickled objects are loaded)."""
-  head = check_npz_file(path)
+  check_npz_file(path)
   try:
     with np.load(path, allow_pickle=False) as data:
       out = {}

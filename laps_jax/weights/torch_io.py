@@ -61,7 +61,7 @@ def load_torch_file(path: str):
   Raises UnsafeCheckpointError (nothing of the file's code runs) if it holds other objects, and
   WeightImportError naming the file if it is not a PyTorch checkpoint or is damaged.
   """
-  head = check_torch_file(path)
+  check_torch_file(path)
   torch = _import_torch()
   try:
     with torch.serialization.safe_globals(_numpy_safe_globals()):
