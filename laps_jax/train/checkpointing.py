@@ -120,7 +120,9 @@ class Checkpointer:
           error = RuntimeError(f'the restore failed on processes {np.flatnonzero(failed).tolist()}')
       if error is not None:
         message = str(error).strip()
-        reason = f'{type(error).__name__}: {message.splitlines()[0][:300] if message else ""}'
+        # TensorStore appends a dump of its whole spec to the first line: keep the sentence.
+        first = message.splitlines()[0].split(' See full TensorStore details')[0] if message else ''
+        reason = f'{type(error).__name__}: {first[:300]}'
         if step >= 0:
           raise ConfigError(f'config.checkpoint.restore_step={step}: the checkpoint in '
                             f'{self.directory / str(step)} is damaged ({reason}); the steps there: '
