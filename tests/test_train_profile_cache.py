@@ -1,8 +1,10 @@
 """The profiler traces once, at config.profile_first_step (not again every hour); the persistent
 compilation cache (config.compilation_cache_dir, on by default) lands in the user's cache dir."""
 import jax
+import pytest
 
 from laps_jax.train import compilation_cache, metrics
+from laps_jax.train.errors import ConfigError
 
 
 def test_profile_triggers_once_at_the_configured_step(tmp_path):
@@ -29,3 +31,14 @@ def test_compilation_cache_dir_rules(monkeypatch, tmp_path):
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'on') and (tmp_path / 'on').is_dir()
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_a_cache_directory_that_cannot_be_created(tmp_path, monkeypatch):
+  """A named directory is a ConfigError naming the key; 'auto' falls back to no cache."""
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  with pytest.raises(ConfigError, match='config.compilation_cache_dir'):
+    compilation_cache.enable(str(blocker / 'cache'))
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(blocker))
+  assert compilation_cache.enable('auto') == ''

@@ -3,11 +3,15 @@ instead of compiling ViT-B/L again (`config.compilation_cache_dir`).
 
 'auto' (the default): $JAX_COMPILATION_CACHE_DIR when set, else <user cache dir>/laps_jax/jax
 ($XDG_CACHE_HOME or ~/.cache). '' turns the cache off; any other value is the directory.
+The cache only saves time: an 'auto' directory that cannot be created (a read-only home) is a
+warning and the run goes on without it; a directory the user named is a ConfigError naming the key.
 """
 import os
 
 import jax
 from absl import logging
+
+from laps_jax.train.errors import ConfigError
 
 
 def cache_dir(setting: str) -> str:
@@ -24,7 +28,14 @@ def enable(setting: str) -> str:
   """Points JAX's persistent compilation cache at `cache_dir(setting)`; returns the directory."""
   directory = cache_dir(setting)
   if directory:
-    os.makedirs(directory, exist_ok=True)
+    try:
+      os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+      if setting != 'auto':
+        raise ConfigError(f'config.compilation_cache_dir={setting!r}: cannot create the directory '
+                          f'({e.strerror}); set another, or \'\' for no cache') from None
+      logging.warning('No JAX compilation cache: cannot create %s (%s).', directory, e.strerror)
+      return ''
     jax.config.update('jax_compilation_cache_dir', directory)
     logging.info('JAX compilation cache: %s', directory)
   return directory
