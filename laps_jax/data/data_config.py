@@ -35,8 +35,9 @@
   test_crops       1 (centre) or 3 (left / centre / right, or top / centre / bottom for portrait).
   num_workers      grain worker processes decoding and augmenting (0 = in the main process), or
                    'auto': the CPUs this process may use, shared among the JAX processes of the
-                   host, less one (`loaders.num_workers`). A config that declares it 'auto'
-                   (a str field) takes `--config.data.num_workers=4` as '4', which is read as 4.
+                   host, less one (`loaders.num_workers`). The run configs type the field
+                   `object`, so `--config.data.num_workers=auto` and `=4` both parse; a digit
+                   string ('4', from a config that typed it str) is read as 4.
   prefetch         batches each worker prepares ahead (grain per-worker buffer size, >= 1).
   shuffle          bool: shuffle the training records (reshuffled every epoch).
   num_repeats      k >= 1: repeated augmentation, k differently augmented clips of each sampled
