@@ -150,8 +150,14 @@ def run_ours(args) -> dict:
   videos = jax.random.normal(key, (args.batch, args.frames, args.image_size, args.image_size, 3))
   labels = jax.random.randint(key, (args.batch,), 0, 400)
   tx = optax.sgd(1e-3, momentum=0.9)
+  try:  # laps_jax.cpu_defaults (absent in an older --baseline tree): what it set in this process
+    from laps_jax import cpu_defaults  # pylint: disable=import-outside-toplevel
+    applied = dict(cpu_defaults.applied)
+  except ImportError:
+    applied = None
   result = {'threads': os.cpu_count() if not hasattr(os, 'sched_getaffinity') else len(os.sched_getaffinity(0)),
-            'version': f'jax {jax.__version__}',
+            'version': f'jax {jax.__version__}', 'cpu_defaults': applied,
+            'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'parameters': sum(x.size for x in jax.tree.leaves(params))}
   if 'forward' in args.programs:
     forward = jax.jit(forward_params_fn(graphdef))

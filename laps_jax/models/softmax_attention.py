@@ -86,12 +86,14 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax
   """softmax(q·kᵀ · scale) · v written out, logits and softmax in float32. (b, len, H, d) -> same.
 
   The same function as `jax.nn.dot_product_attention(implementation='xla')`, without its
-  grouped-query reshapes: on XLA:CPU this step's forward + backward is faster
-  (experiments/xla_cpu_repro.py).
+  grouped-query reshapes: on XLA:CPU this step's forward + backward is faster. The heads move in
+  front first (b, H, len, d), so both products are plain batched matmuls over leading batch dims;
+  as einsums over (b, len, H, d) XLA:CPU's forward ran 2× slower (experiments/xla_cpu_repro.py).
   """
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
+  qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+  logits = jnp.matmul(qh, kh, preferred_element_type=jnp.float32) * scale  # (b, H, q, k)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum('bhqk,bkhd->bqhd', probs, v)
+  return jnp.matmul(probs, vh).transpose(0, 2, 1, 3)
 
 
 def _dot_product_attention(q, k, v, *, implementation: str, scale: float | None) -> jax.Array:
