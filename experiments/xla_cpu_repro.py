@@ -8,12 +8,28 @@
    gradient by first writing a transposed copy of the activations (a `copy`/`transpose` fusion of
    shape (C, B·T·L)), the second straight into a GEMM. Same FLOPs, same result.
 2. Softmax attention (B·T/2, 2·197, 12, 64), forward + backward: `jax.nn.dot_product_attention`
-   (implementation='xla') against the same function written as two einsums and `jax.nn.softmax`.
+   (implementation='xla') against the same function written as two einsums and `jax.nn.softmax`,
+   and as the project's `xla_attention` (heads moved first, two batched matmuls); forward alone,
+   einsums against `xla_attention` (XLA:CPU fuses the einsum form's whole attention into one
+   slow YNNPACK fusion).
 3. PyTorch's dense layer (`x @ w` on the 4-D tensor, autograd) and the plain GEMM for scale: the
    GEMM itself is where XLA:CPU (YNNPACK / Eigen) stays behind PyTorch's oneDNN/MKL kernels.
 
+4. The backward GEMMs of one dense layer (1576, 3072) x (3072, 768): dx = g·wᵀ as a dot with
+   the transposed operand (what autodiff of `x @ w` gives) against a plain GEMM on a transposed copy
+   of w, and the whole layer forward + backward as `x @ w` against `laps_jax.models.layers.matmul`
+   (the project's custom VJP with those layouts).
+5. Exact GELU: `jax.nn.gelu(x, approximate=False)` (erfc) against PyTorch's formula
+   x·(1 + erf(x/√2))/2 (`laps_jax.models.layers.gelu`), forward and forward + backward, and
+   PyTorch's `F.gelu`, on the ViT-B MLP hidden (8, 197, 3072).
+6. Page faults (`--faults`): a jitted program with a 1.2 GB temporary buffer, run in a fresh process
+   with glibc malloc's defaults and with `laps_jax.cpu_defaults`' settings; minor page faults and
+   kernel CPU time per call. XLA:CPU allocates the buffer per call from a worker thread; glibc
+   serves it from a fresh mmap there.
+
 XLA:CPU's own flags: `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_dot` hands single
-dots to Eigen instead of YNNPACK; run this script with and without it to compare.
+dots to Eigen instead of YNNPACK; run this script with and without it to compare. The script does
+not apply `laps_jax.cpu_defaults` itself (LAPS_JAX_CPU_DEFAULTS=0), so XLA_FLAGS is what you pass.
 
 Each program is jitted, warmed up, then timed `--repeats` times in alternation; the table gives
 the minimum process CPU time (pin to one core with `--pin_cpu` on a shared machine), and how many
@@ -24,7 +40,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
+import subprocess
+import sys
 import time
+
+os.environ.setdefault('LAPS_JAX_CPU_DEFAULTS', '0')  # this script measures the flags it is given
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 
 
 def cpu_min(fn, repeats: int) -> float:
@@ -44,13 +68,52 @@ def transposes_in(compiled) -> int:
       re.findall(r'%(?:copy|transpose)[\w_.]*fusion[\w.]* = ', text))
 
 
+def fault_probe(tuned: bool) -> None:
+  """One process: minor page faults and kernel CPU time per call of a program whose temporary
+  buffer is 1.2 GB, with glibc's defaults or (tuned) `laps_jax.cpu_defaults`' malloc settings."""
+  if tuned:
+    from laps_jax import cpu_defaults  # pylint: disable=import-outside-toplevel
+    if not cpu_defaults._tune_malloc():  # pylint: disable=protected-access
+      print('malloc settings unavailable (not glibc, or MALLOC_* set)')
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  @jax.jit
+  def program(x):  # x (4096, 4096): temporaries of 6 × 64 MB arrays kept alive to the end
+    ys = [jnp.sin(x * float(i)) for i in range(1, 19)]
+    return sum(y.sum() for y in ys)
+  x = jnp.ones((4096, 4096), jnp.float32)
+  program(x).block_until_ready()
+  temp = program.lower(x).compile().memory_analysis().temp_size_in_bytes
+  faults, system = [], []
+  for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    program(x).block_until_ready()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults.append(after.ru_minflt - before.ru_minflt)
+    system.append(after.ru_stime - before.ru_stime)
+  print(f'{"cpu_defaults malloc" if tuned else "glibc defaults"}: temp buffer {temp / 2**30:.2f} GiB, '
+        f'minor faults per call {min(faults)}, kernel CPU s per call {min(system):.3f}')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--pin_cpu', type=int, default=-1)
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--faults', action='store_true', help='only the page-fault probe (6.)')
+  parser.add_argument('--fault_probe', choices=('plain', 'tuned'), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.pin_cpu >= 0:
     os.sched_setaffinity(0, {args.pin_cpu})
+  if args.fault_probe:
+    fault_probe(args.fault_probe == 'tuned')
+    return
+  if args.faults:
+    for mode in ('plain', 'tuned'):
+      env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+      subprocess.run([sys.executable, os.path.abspath(__file__), f'--fault_probe={mode}',
+                      f'--pin_cpu={args.pin_cpu}'], env=env, check=True)
+    return
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -89,6 +152,33 @@ def main(argv=None):
       'attention (4,394,12,64) fwd+bwd, jax.nn.dot_product_attention': (attention_fwd_bwd(attention_library), (q, k, v)),
       'attention, two einsums + jax.nn.softmax': (attention_fwd_bwd(attention_einsum), (q, k, v)),
   }
+  from laps_jax.models.layers import gelu, matmul  # pylint: disable=import-outside-toplevel
+  h = jnp.asarray(rng.standard_normal((m := b * t * l, o), np.float32))
+  g = jnp.asarray(rng.standard_normal((m, c), np.float32))
+  w2 = jnp.asarray(0.02 * rng.standard_normal((o, c), np.float32))
+  contract_last = (((1,), (1,)), ((), ()))
+  dense_loss = lambda f: jax.jit(jax.value_and_grad(lambda h, w: jnp.sum(f(h, w) * g), argnums=(0, 1)))
+  from laps_jax.models.softmax_attention import xla_attention  # pylint: disable=import-outside-toplevel
+  heads_first = lambda q, k, v: xla_attention(q, k, v, q.shape[-1] ** -0.5)
+  programs.update({
+      'attention, xla_attention (heads first, two batched matmuls)': (attention_fwd_bwd(heads_first), (q, k, v)),
+      'attention forward only, two einsums': (jax.jit(attention_einsum), (q, k, v)),
+      'attention forward only, xla_attention': (jax.jit(heads_first), (q, k, v)),
+  })
+  programs.update({
+      'dx = g·wᵀ, g (1576,768), w (3072,768): dot with the transposed operand': (
+          jax.jit(lambda g, w: jax.lax.dot_general(g, w, contract_last)), (g, w2)),
+      'dx, the same on a transposed copy of w (plain GEMM)': (
+          jax.jit(lambda g, w: g @ jax.lax.optimization_barrier(w.T)), (g, w2)),
+      'dense (1576,3072)x(3072,768) fwd+bwd, x @ w': (dense_loss(jnp.matmul), (h, w2)),
+      'dense, layers.matmul (custom VJP layouts)': (dense_loss(matmul), (h, w2)),
+      'GELU (8,197,3072) forward, jax.nn.gelu (erfc)': (
+          jax.jit(lambda x: jax.nn.gelu(x, approximate=False)), (h.reshape(t, l, o),)),
+      'GELU forward, x·(1+erf(x/√2))/2 (layers.gelu)': (jax.jit(gelu), (h.reshape(t, l, o),)),
+      'GELU forward + backward, jax.nn.gelu (erfc)': (
+          jax.jit(jax.grad(lambda x: jnp.sum(jax.nn.gelu(x, approximate=False)))), (h.reshape(t, l, o),)),
+      'GELU forward + backward, layers.gelu': (jax.jit(jax.grad(lambda x: jnp.sum(gelu(x)))), (h.reshape(t, l, o),)),
+  })
   compiled = {name: f.lower(*a).compile() for name, (f, a) in programs.items()}
   results = {name: [] for name in programs}
   for _ in range(args.repeats):
@@ -96,6 +186,11 @@ def main(argv=None):
       results[name].append(cpu_min(lambda: jax.block_until_ready(compiled[name](*a)), 1))
   (v1, g1), (v2, g2) = (compiled[n](x, w) for n in list(programs)[1:3])
   np.testing.assert_allclose(v1, v2, rtol=1e-4)
+  names = list(programs)
+  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15)):  # each rewrite: the same values
+    for u, v_ in zip(jax.tree.leaves(compiled[names[a]](*programs[names[a]][1])),
+                     jax.tree.leaves(compiled[names[b2]](*programs[names[b2]][1]))):
+      np.testing.assert_allclose(np.asarray(u), np.asarray(v_), rtol=1e-4, atol=1e-4)
   rows = [(name, min(times), transposes_in(compiled[name])) for name, times in results.items()]
   try:
     import torch  # pylint: disable=import-outside-toplevel
@@ -111,6 +206,17 @@ def main(argv=None):
     with torch.no_grad():
       rows.append(('PyTorch GEMM (1576,768)x(768,3072), forward only',
                    min(cpu_min(lambda: x2t @ wt, 1) for _ in range(args.repeats)), None))
+    gt, w2t = torch.from_numpy(np.array(g)), torch.from_numpy(np.array(w2))
+    rows.append(('PyTorch dx = g·wᵀ, same shapes', min(cpu_min(lambda: gt @ w2t.t(), 1) for _ in range(args.repeats)), None))
+    ht = torch.from_numpy(np.array(h)).reshape(t, l, o).requires_grad_()
+    with torch.no_grad():
+      rows.append(('PyTorch GELU forward (F.gelu, erf)', min(cpu_min(lambda: torch.nn.functional.gelu(ht), 1)
+                                                            for _ in range(args.repeats)), None))
+
+    def torch_gelu_grad():
+      ht.grad = None
+      torch.nn.functional.gelu(ht).sum().backward()
+    rows.append(('PyTorch GELU forward + backward', min(cpu_min(torch_gelu_grad, 1) for _ in range(args.repeats)), None))
   except ImportError:
     pass
   print(f'jax {jax.__version__}, min process CPU time of {args.repeats} calls'
