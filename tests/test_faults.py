@@ -369,6 +369,43 @@ def test_restore_step(trained_workdir, tiny_config, tmp_path):
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_set_aside', '6', 'model'))
 
 
+def test_a_checkpoint_from_before_the_non_finite_counters_resumes(tiny_config, tmp_path,
+                                                                   monkeypatch):
+  """Training checkpoints written before the optimizer was wrapped in optax.apply_if_finite (its
+  state directly under opt_state) still resume: the saved momenta go inside the wrapper and the
+  run continues exactly as the old code would have."""
+  import jax
+  import numpy as np
+  import optax
+  from laps_jax import named_params
+  from laps_jax.train import checkpointing, setup as setup_lib, trainer
+  workdir = str(tmp_path / 'run')
+  with monkeypatch.context() as patch:  # the optimizer as it was: no wrapper
+    patch.setattr(setup_lib.optax, 'apply_if_finite', lambda tx, max_consecutive_errors: tx)
+    trainer.run(tiny_config(), workdir)  # 6 steps, checkpoints at 3 and 6
+  old = checkpointing.Checkpointer(workdir, keep=2)
+  saved = old.manager.item_metadata(3)['optimizer']['opt_state']
+  assert 'inner_state' not in saved
+  old_final = old.restore_model_arrays(6)
+  old.close()
+  os.rename(os.path.join(workdir, 'checkpoints', '6'), str(tmp_path / 'old_6'))
+
+  assert optax.apply_if_finite is setup_lib.optax.apply_if_finite  # the current code again
+  assert trainer.run(tiny_config(), workdir)['step'] == 6  # resumes from the old step 3
+  new = checkpointing.Checkpointer(workdir, keep=2)
+  assert 'inner_state' in new.manager.item_metadata(6)['optimizer']['opt_state']
+  new_final = new.restore_model_arrays(6)
+  new.close()
+  as_numbers = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key) else x  # the dropout RNG stream is part of the model state
+  new_final = named_params.flatten(new_final)
+  for name, value in named_params.flatten(old_final).items():
+    # Equal up to float32 rounding (the wrapper's program fuses differently); restarting the
+    # momenta at zero would move the biases (~1e-4, ~2e-5 a step) by far more.
+    np.testing.assert_allclose(as_numbers(new_final[name]), as_numbers(value), rtol=1e-5,
+                               atol=1e-8, err_msg=name)
+
+
 def test_checkpoint_of_another_config_is_not_damage(trained_workdir, tiny_config, tmp_path):
   """A checkpoint that restores but does not fit the config is an error, not passed over."""
   from laps_jax.train import trainer

@@ -142,6 +142,22 @@ class Checkpointer:
       self._set_aside(unfinished)
     return None
 
+  def _restore_targets(self, step: int, abstract_state: nnx.State, items) -> dict:
+    """{item: pure-dict target}: the abstract state's, except the optimizer of a checkpoint
+    saved before the optimizer was wrapped in optax.apply_if_finite (setup.make_optimizer),
+    whose state then sits where the wrapper's `inner_state` is now."""
+    targets = {item: nnx.to_pure_dict(abstract_state[item]) for item in items}
+    optimizer = targets.get('optimizer')
+    if optimizer is None or not _has_finite_counters(optimizer):
+      return targets
+    try:
+      saved = named_params.flatten(self.manager.item_metadata(step).get('optimizer') or {})
+    except Exception:  # pylint: disable=broad-except  (unreadable: the restore reports it)
+      return targets
+    if saved and not any(name.startswith('opt_state/inner_state/') for name in saved):
+      targets['optimizer'] = {**optimizer, 'opt_state': optimizer['opt_state']['inner_state']}
+    return targets
+
   def _check_fits(self, step: int, abstract_state: nnx.State) -> None:
     """ConfigError when the checkpoint at `step` holds other items or other parameter names or
     shapes than `abstract_state` (the config changed): not damage, so no older step is tried.
@@ -150,12 +166,14 @@ class Checkpointer:
       metadata = self.manager.item_metadata(step)
     except Exception:  # pylint: disable=broad-except
       return
-    for item in (item for item in STATE_ITEMS if item in abstract_state):
+    items = [item for item in STATE_ITEMS if item in abstract_state]
+    targets = self._restore_targets(step, abstract_state, items)
+    for item in items:
       saved = metadata.get(item) if item in metadata else None
       if saved is None:
         problem = f'it has no {item!r} item'
       else:
-        wanted = named_params.flatten(nnx.to_pure_dict(abstract_state[item]))
+        wanted = named_params.flatten(targets[item])
         saved = named_params.flatten(saved)
         differ = sorted(set(wanted) ^ set(saved)) or sorted(
             name for name, x in wanted.items()
@@ -220,10 +238,16 @@ class Checkpointer:
     Only the items `abstract_state` has are read: the state of an evaluation has no `optimizer`.
     `data_iterator`, if given, is moved to the saved position in place."""
     items = [item for item in STATE_ITEMS if item in abstract_state]
-    args = {item: ocp.args.StandardRestore(nnx.to_pure_dict(abstract_state[item])) for item in items}
+    targets = self._restore_targets(step, abstract_state, items)
+    args = {item: ocp.args.StandardRestore(targets[item]) for item in items}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    restored = dict(self.manager.restore(step, args=ocp.args.Composite(**args)))
+    wrapped = nnx.to_pure_dict(abstract_state['optimizer']) if 'optimizer' in items else {}
+    if _has_finite_counters(wrapped) and not _has_finite_counters(targets['optimizer']):
+      restored['optimizer'] = _wrap_in_fresh_finite_counters(restored['optimizer'], wrapped)
+      logging.info('The checkpoint at step %d predates the non-finite-update counters '
+                   '(optax.apply_if_finite): they start at zero.', step)
     state = jax.tree.map(lambda x: x, abstract_state)  # a copy to fill in
     for item in items:
       nnx.replace_by_pure_dict(state[item], restored[item])
@@ -264,6 +288,22 @@ def has_checkpoint(workdir: epath.PathLike) -> bool:
   """Whether WORKDIR/checkpoints holds a finalised checkpoint (reads only, without a manager)."""
   directory = model_checkpoints.as_path(workdir) / CHECKPOINT_DIR
   return any(is_finalized(path) for path in ocp.path.step.checkpoint_steps_paths(directory))
+
+
+def _has_finite_counters(optimizer: dict) -> bool:
+  opt_state = optimizer.get('opt_state')
+  return isinstance(opt_state, dict) and 'inner_state' in opt_state
+
+
+def _wrap_in_fresh_finite_counters(restored: dict, wrapped_target: dict) -> dict:
+  """The restored optimizer of a checkpoint from before optax.apply_if_finite, inside the
+  wrapper, with its counters as at the start of a run (no non-finite step seen)."""
+  counters = {}
+  for name, target in wrapped_target['opt_state'].items():
+    if name != 'inner_state':
+      value = np.ones if name == 'last_finite' else np.zeros
+      counters[name] = jax.device_put(value(target.shape, target.dtype), target.sharding)
+  return {**restored, 'opt_state': {**counters, 'inner_state': restored['opt_state']}}
 
 
 def best_metric_mode(metric: str) -> str:
