@@ -2,7 +2,9 @@
 
 WORKDIR/checkpoints/<step>/
     model/       the model state: parameters and the dropout RNG stream (StandardSave)
-    optimizer/   the optimizer state: step count, momenta, gradient-accumulation buffers
+    optimizer/   the optimizer state: step count, optax.apply_if_finite's counters around the
+                 momenta and gradient-accumulation buffers (a checkpoint from before that wrapper
+                 resumes: its state is read into the wrapper, whose counters start at zero)
     ema/         the EMA of the weights, when config.ema.decay > 0 (laps_jax/train/ema.py)
     data/        the grain iterator's position, one JSON file per process (grain's handler)
 
