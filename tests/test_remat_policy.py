@@ -11,13 +11,14 @@ from laps_jax.models.layers import remat_policy
 from model_configs import tiny_vit
 
 
-def _loss_and_grads(remat):
-  model = models.build(tiny_vit('laps', remat=remat), nnx.Rngs(0))
+def _loss_and_grads(remat, config_of=lambda remat: tiny_vit('laps', remat=remat)):
+  config = config_of(remat)
+  model = models.build(config, nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
   nnx.update(model, params)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  x = jax.random.normal(jax.random.key(0), (2, 8, 16, 16, 3))
+  x = jax.random.normal(jax.random.key(0), (2, 8, config.image_size, config.image_size, 3))
 
   def step(params, rest):  # as the trainer does: merge inside jit, NNX's grad over the model
     model = nnx.merge(graphdef, params, rest)
@@ -52,3 +53,19 @@ def test_policy_names(value, expected):
 def test_unknown_policy_is_an_error_naming_the_key():
   with pytest.raises(ValueError, match="model.remat must be 'none', 'full', 'dots'"):
     models.build(tiny_vit('laps', remat='some'), nnx.Rngs(0))
+
+
+def test_every_family_reads_the_policy():
+  """LVT and Visformer take the same policy names: 'none' is no remat (a non-empty string is
+  truthy, so a family testing `if remat:` would rematerialise), 'full' recomputes."""
+  from laps_jax.models.lvt import LVTConfig
+  from laps_jax.models.visformer import VisformerConfig
+  for family in (LVTConfig, VisformerConfig):
+    config_of = lambda remat: family.variant('Mu', num_classes=4, num_frames=8, image_size=32,
+                                             remat=remat)
+    _, _, dots_off = _loss_and_grads(False, config_of)
+    _, _, dots_none = _loss_and_grads('none', config_of)
+    _, _, dots_full = _loss_and_grads('full', config_of)
+    assert dots_none == dots_off < dots_full, family.__name__
+    with pytest.raises(ValueError, match="model.remat must be"):
+      family.variant('Mu', num_classes=4, remat='some')

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from laps_jax.models.feature_fixation import FeatureFixation
-from laps_jax.models.layers import (DropPath, LayerNorm, Linear, compute_dtype, depthwise_conv,
-                                    drop_path_rates, gelu, sharded_param, trunc_normal_02, zeros)
+from laps_jax.models.layers import (DropPath, LayerNorm, Linear, apply_block, compute_dtype,
+                                    depthwise_conv, drop_path_rates, gelu, remat_policy,
+                                    sharded_param, trunc_normal_02, zeros)
 from laps_jax.models.linear_attention import kernel_feature_map, linear_attention
 from laps_jax.models.neighbourhood_shift import spatial_shift, temporal_shift
 from laps_jax.models.registry import SizeVariants, register
@@ -59,7 +60,7 @@ class LVTConfig(SizeVariants):
   drop_path_rate: float = 0.0
   attention_impl: str = 'auto'  # unused by linear attention; kept so every family takes it
   dtype: str = 'float32'
-  remat: bool = False
+  remat: bool | str | None = None  # None/'none'/False | 'full'/True | 'dots' | ... (layers.remat_policy)
   patch_stride: int = 14
   patch_padding: int = 8
   fixation: bool = True  # feature fixation (the gates); False = plain linear attention
@@ -80,6 +81,7 @@ class LVTConfig(SizeVariants):
       raise ValueError(f"LVTConfig.name must be 'lvt', got {self.name!r}")
     if self.hidden_size % self.num_heads:
       raise ValueError(f'model.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}')
+    remat_policy(self.remat)  # a clear error for an unknown policy name
     if self.temporal_shift_div < 0:
       raise ValueError(f'model.temporal_shift_div must be >= 0, got {self.temporal_shift_div}')
     resolved = self.resolved()
@@ -287,9 +289,6 @@ class LVT(nnx.Module):
     x = self.patch_norm(self.patch_embed(videos.reshape(b * t, *videos.shape[2:])))
     x = x.reshape(b, t, *x.shape[1:]) + self.temporal_embedding(t).astype(self.dtype)  # (B, T, N, C)
     for block in self.blocks:
-      if self.remat:
-        x = nnx.remat(lambda blk, y: blk(y, train))(block, x)
-      else:
-        x = block(x, train)
+      x = apply_block(block, x, train, self.remat)
     x = self.token_dropout(self.norm(x), deterministic=not train)
     return self.head(x.mean(axis=2), train).astype(jnp.float32)
