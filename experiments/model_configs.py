@@ -37,7 +37,7 @@ _BACKBONE_KEYS = ('hidden_size', 'num_layers', 'num_heads', 'mlp_dim', 'patch_si
 
 def model_config(name: str, size: str = 'base', *, frames: int = 8, image_size: int = 224,
                  num_classes: int = 400, dtype: str = 'float32', attention_impl: str = 'xla',
-                 remat: bool = False) -> ml_collections.ConfigDict:
+                 remat: bool | str = False) -> ml_collections.ConfigDict:
   """A complete model config for `name` ('vit2d', 'laps', 'joint', 'divided', 'lvt') at `size`.
 
   Dropout and drop-path are 0 (they change no FLOP count and make timings noisier). For 'lvt'

@@ -97,12 +97,13 @@ def forward_params_fn(graphdef):
 
 def train_step_fn(graphdef, tx: optax.GradientTransformation):
   """step(params, opt_state, rest, videos, labels) -> (params, opt_state, loss)."""
-  def loss_fn(params, rest, videos, labels):
-    logits = nnx.merge(graphdef, params, rest)(videos, train=True)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
   def step(params, opt_state, rest, videos, labels):
-    loss, grads = jax.value_and_grad(loss_fn)(params, rest, videos, labels)
+    # NNX's grad over the merged model, as the trainer does: nnx.remat inside a block (model.remat)
+    # updates the model's RNG counters, which a plain jax.grad over the pure state cannot allow.
+    def loss_fn(model):
+      logits = model(videos, train=True)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(nnx.merge(graphdef, params, rest))
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
   return step

@@ -140,6 +140,16 @@ def test_speed_memory_skips_what_does_not_fit():
   assert c.forward is None and c.train_step is None and 'budget' in ' '.join(c.notes)
 
 
+def test_speed_memory_times_a_rematerialised_step():
+  """--remat builds and runs the train step for every family (NNX's grad over the merged model:
+  nnx.remat updates RNG counters, which jax.grad over the pure state refused)."""
+  for name in ('laps', 'lvt'):
+    config = model_config(name, 'micro', frames=8, image_size=32,
+                          remat='full')
+    c = speed_memory.Candidate(name, config, 1, train=True, memory_budget=2**62)
+    assert c.train_step is not None and c.train_bytes > 0
+
+
 def test_speed_memory_gpu_path_pieces_on_cpu():
   """What the GPU run relies on, exercised on a CPU: cuDNN attention falls back to XLA's per model
   (cuDNN is absent here), `--batch auto` picks the largest multiple of 8 that XLA plans to fit,
