@@ -144,32 +144,39 @@ class Checkpointer:
       self._set_aside(unfinished)
     return None
 
-  def _restore_targets(self, step: int, abstract_state: nnx.State, items) -> dict:
-    """{item: pure-dict target}: the abstract state's, except the optimizer of a checkpoint
-    saved before the optimizer was wrapped in optax.apply_if_finite (setup.make_optimizer),
-    whose state then sits where the wrapper's `inner_state` is now."""
+  def _item_metadata(self, step: int):
+    """Orbax's metadata of the checkpoint at `step`; None when unreadable (the restore then
+    reports the damage)."""
+    try:
+      return self.manager.item_metadata(step)
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+  @staticmethod
+  def _restore_targets(abstract_state: nnx.State, items, metadata) -> tuple[dict, bool]:
+    """({item: pure-dict target}, whether the optimizer predates optax.apply_if_finite): the
+    abstract state's, except the optimizer of a checkpoint saved before the optimizer was
+    wrapped (setup.make_optimizer), whose state then sits where the wrapper's `inner_state` is
+    now. `metadata`: the checkpoint's (`_item_metadata`)."""
     targets = {item: nnx.to_pure_dict(abstract_state[item]) for item in items}
     optimizer = targets.get('optimizer')
-    if optimizer is None or not _has_finite_counters(optimizer):
-      return targets
-    try:
-      saved = named_params.flatten(self.manager.item_metadata(step).get('optimizer') or {})
-    except Exception:  # pylint: disable=broad-except  (unreadable: the restore reports it)
-      return targets
-    if saved and not any(name.startswith('opt_state/inner_state/') for name in saved):
-      targets['optimizer'] = {**optimizer, 'opt_state': optimizer['opt_state']['inner_state']}
-    return targets
+    if optimizer is None or metadata is None or not _has_finite_counters(optimizer):
+      return targets, False
+    saved = named_params.flatten(metadata.get('optimizer') or {})
+    if not saved or any(name.startswith('opt_state/inner_state/') for name in saved):
+      return targets, False
+    targets['optimizer'] = {**optimizer, 'opt_state': optimizer['opt_state']['inner_state']}
+    return targets, True
 
   def _check_fits(self, step: int, abstract_state: nnx.State) -> None:
     """ConfigError when the checkpoint at `step` holds other items or other parameter names or
     shapes than `abstract_state` (the config changed): not damage, so no older step is tried.
     Unreadable metadata is left for the restore to report as damage."""
-    try:
-      metadata = self.manager.item_metadata(step)
-    except Exception:  # pylint: disable=broad-except
+    metadata = self._item_metadata(step)
+    if metadata is None:
       return
     items = [item for item in STATE_ITEMS if item in abstract_state]
-    targets = self._restore_targets(step, abstract_state, items)
+    targets, _ = self._restore_targets(abstract_state, items, metadata)
     for item in items:
       saved = metadata.get(item) if item in metadata else None
       if saved is None:
@@ -240,14 +247,15 @@ class Checkpointer:
     Only the items `abstract_state` has are read: the state of an evaluation has no `optimizer`.
     `data_iterator`, if given, is moved to the saved position in place."""
     items = [item for item in STATE_ITEMS if item in abstract_state]
-    targets = self._restore_targets(step, abstract_state, items)
+    targets, predates_wrapper = self._restore_targets(abstract_state, items,
+                                                      self._item_metadata(step))
     args = {item: ocp.args.StandardRestore(targets[item]) for item in items}
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = dict(self.manager.restore(step, args=ocp.args.Composite(**args)))
-    wrapped = nnx.to_pure_dict(abstract_state['optimizer']) if 'optimizer' in items else {}
-    if _has_finite_counters(wrapped) and not _has_finite_counters(targets['optimizer']):
-      restored['optimizer'] = _wrap_in_fresh_finite_counters(restored['optimizer'], wrapped)
+    if predates_wrapper:
+      restored['optimizer'] = _wrap_in_fresh_finite_counters(
+          restored['optimizer'], nnx.to_pure_dict(abstract_state['optimizer']))
       logging.info('The checkpoint at step %d predates the non-finite-update counters '
                    '(optax.apply_if_finite): they start at zero.', step)
     state = jax.tree.map(lambda x: x, abstract_state)  # a copy to fill in
