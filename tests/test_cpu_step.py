@@ -32,6 +32,15 @@ def test_matmul_value_and_gradients_equal_autodiff(k, n):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_matmul_keeps_the_plain_gradient_off_cpu(monkeypatch):
+  """The CPU layout is a custom VJP; on other backends the plain product and XLA's gradient."""
+  x, w = jnp.ones((4, 8)), jnp.ones((8, 3))
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(matmul)(x, w))
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  # a new function: make_jaxpr caches traces per function and shapes
+  assert 'custom_vjp_call' not in str(jax.make_jaxpr(lambda a, b: matmul(a, b))(x, w))
+
+
 def test_matmul_keeps_dtypes():
   x, w = jnp.ones((4, 8), jnp.bfloat16), jnp.ones((8, 3), jnp.bfloat16)
   dx, dw = jax.grad(lambda x, w: jnp.sum(matmul(x, w)).astype(jnp.float32), argnums=(0, 1))(x, w)

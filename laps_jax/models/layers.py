@@ -102,16 +102,23 @@ def gelu(x: jax.Array) -> jax.Array:
   return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
 
 
-@jax.custom_vjp
 def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """x (M, K) @ kernel (K, N), with a backward pass laid out for XLA:CPU's GEMMs.
+  """x (M, K) @ kernel (K, N); on CPU with a backward pass laid out for XLA:CPU's GEMMs.
 
   Same values as `x @ kernel` and its autodiff gradients; only the layout of the two backward
   GEMMs differs: dx = g · kernelᵀ runs as a plain (M, N) × (N, K) GEMM on a transposed copy of the
   kernel (Eigen runs the transposed-operand form 1.3–1.6× slower), and dkernel = xᵀ · g is
   computed with the wider of the two operands on the right, transposed afterwards when needed
-  (experiments/xla_cpu_repro.py).
+  (experiments/xla_cpu_repro.py). GPUs and TPUs take transposed operands natively: there the
+  plain product keeps XLA's own gradient (and no optimization barriers in the way of fusion).
   """
+  if jax.default_backend() != 'cpu':
+    return x @ kernel
+  return _cpu_laid_out_matmul(x, kernel)
+
+
+@jax.custom_vjp
+def _cpu_laid_out_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return x @ kernel
 
 
@@ -130,7 +137,7 @@ def _matmul_bwd(residuals, g):
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+_cpu_laid_out_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class LayerNorm(nnx.Module):
