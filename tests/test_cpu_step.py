@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from laps_jax.models.layers import gelu, matmul
+from laps_jax.models.layers import gelu, layer_norm, matmul
 from laps_jax.models.softmax_attention import xla_attention
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,3 +94,59 @@ def test_cpu_defaults_can_be_turned_off_and_leave_malloc_to_the_user():
   assert off == {'applied': {'malloc': False, 'xla_flags': []}, 'flags': ''}
   assert _applied({'MALLOC_ARENA_MAX': '4'})['applied']['malloc'] is False
   assert _applied({'JAX_PLATFORMS': 'tpu'})['applied'] == {'malloc': False, 'xla_flags': []}
+
+
+@pytest.mark.parametrize('scale', [8 ** -0.5, 0.125])  # a power of two scales q, else the logits
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_xla_attention_gradients_equal_autodiff_of_the_library(scale, dtype):
+  """The written-out backward (custom VJP) against autodiff of jax's own XLA attention."""
+  rng = np.random.default_rng(1)
+  q, k, v, g = (jnp.asarray(rng.standard_normal((2, 7, 3, 8)), dtype) for _ in range(4))
+  library = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='xla')
+  out, vjp = jax.vjp(lambda q, k, v: xla_attention(q, k, v, scale), q, k, v)
+  out_ref, vjp_ref = jax.vjp(library, q, k, v)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.float32(out), np.float32(out_ref), rtol=tol, atol=tol)
+  for got, want in zip(vjp(g), vjp_ref(g)):
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
+  # jitted, through a loss, against the same loss over the library
+  loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v).astype(jnp.float32)))
+  got = jax.jit(jax.grad(loss(lambda q, k, v: xla_attention(q, k, v, scale)), argnums=(0, 1, 2)))(q, k, v)
+  want = jax.grad(loss(library), argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol)
+
+
+def _plain_layer_norm(x, scale, bias, epsilon):
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias).astype(x.dtype)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('shape', [(2, 5, 16), (3, 24)])
+def test_layer_norm_value_and_gradients_equal_autodiff(shape, dtype):
+  """The written-out LayerNorm backward (custom VJP) against autodiff of the plain formula, with
+  an input whose rows have large means (the centring must happen before the variance)."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.standard_normal(shape) * 3 + 50, dtype)
+  scale = jnp.asarray(rng.standard_normal(shape[-1:]), jnp.float32)
+  bias = jnp.asarray(rng.standard_normal(shape[-1:]), jnp.float32)
+  g = jnp.asarray(rng.standard_normal(shape), dtype)
+  out, vjp = jax.vjp(lambda *a: layer_norm(*a, 1e-6), x, scale, bias)
+  out_ref, vjp_ref = jax.vjp(lambda *a: _plain_layer_norm(*a, 1e-6), x, scale, bias)
+  tol = 2e-5 if dtype == jnp.float32 else 3e-2
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.float32(out), np.float32(out_ref), rtol=tol, atol=tol)
+  for got, want in zip(vjp(g), vjp_ref(g)):
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
+  # a loss on top, jitted: the gradient of a sum over rows also checks the bias and scale sums
+  loss = lambda f: lambda x, s, b: jnp.sum(jnp.sin(f(x, s, b, 1e-6).astype(jnp.float32)))
+  got = jax.jit(jax.grad(loss(layer_norm), argnums=(0, 1, 2)))(x, scale, bias)
+  want = jax.grad(loss(_plain_layer_norm), argnums=(0, 1, 2))(x, scale, bias)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol)
