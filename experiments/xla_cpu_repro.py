@@ -26,6 +26,10 @@
    with glibc malloc's defaults and with `laps_jax.cpu_defaults`' settings; minor page faults and
    kernel CPU time per call. XLA:CPU allocates the buffer per call from a worker thread; glibc
    serves it from a fresh mmap there.
+7. The written-out backward passes: attention (heads first) with autodiff of its forward against
+   `xla_attention`'s custom VJP (saved probabilities, dS = P ∘ (dP − rowsum(dP ∘ P)), queries
+   pre-scaled), and LayerNorm with autodiff of the two-pass formula against `layers.layer_norm`'s
+   custom VJP; PyTorch's attention (the official code's form) and `nn.LayerNorm` for scale.
 
 XLA:CPU's own flags: `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_dot` hands single
 dots to Eigen instead of YNNPACK; run this script with and without it to compare. The script does
@@ -161,7 +165,7 @@ def main(argv=None):
   from laps_jax.models.softmax_attention import xla_attention  # pylint: disable=import-outside-toplevel
   heads_first = lambda q, k, v: xla_attention(q, k, v, q.shape[-1] ** -0.5)
   programs.update({
-      'attention, xla_attention (heads first, two batched matmuls)': (attention_fwd_bwd(heads_first), (q, k, v)),
+      'attention, xla_attention (heads first, custom VJP)': (attention_fwd_bwd(heads_first), (q, k, v)),
       'attention forward only, two einsums': (jax.jit(attention_einsum), (q, k, v)),
       'attention forward only, xla_attention': (jax.jit(heads_first), (q, k, v)),
   })
@@ -179,6 +183,30 @@ def main(argv=None):
           jax.jit(jax.grad(lambda x: jnp.sum(jax.nn.gelu(x, approximate=False)))), (h.reshape(t, l, o),)),
       'GELU forward + backward, layers.gelu': (jax.jit(jax.grad(lambda x: jnp.sum(gelu(x)))), (h.reshape(t, l, o),)),
   })
+  from laps_jax.models.layers import layer_norm  # pylint: disable=import-outside-toplevel
+
+  def attention_heads_first_autodiff(q, k, v):  # xla_attention's forward before its custom VJP
+    qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+    probs = jax.nn.softmax(jnp.matmul(qh, kh) * q.shape[-1] ** -0.5, axis=-1)
+    return jnp.matmul(probs, vh).transpose(0, 2, 1, 3)
+
+  def layer_norm_autodiff(x, scale, bias):  # LayerNorm as written before its custom VJP
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-6) * scale + bias
+
+  ln_x = x.reshape(t, l, c)
+  ln_scale, ln_bias = (jnp.asarray(rng.standard_normal(c), np.float32) for _ in range(2))
+  ln_loss = lambda f: jax.jit(jax.value_and_grad(lambda x, s, b: jnp.sum(jnp.square(f(x, s, b))),
+                                                 argnums=(0, 1, 2)))
+  programs.update({  # 16-18: the written-out backward passes
+      'attention, heads first, autodiff of the forward (before the custom VJP)': (
+          attention_fwd_bwd(attention_heads_first_autodiff), (q, k, v)),
+      'LayerNorm (8,197,768) fwd+bwd, autodiff of the two-pass formula': (
+          ln_loss(layer_norm_autodiff), (ln_x, ln_scale, ln_bias)),
+      'LayerNorm fwd+bwd, layers.layer_norm (custom VJP)': (
+          ln_loss(lambda x, s, b: layer_norm(x, s, b, 1e-6)), (ln_x, ln_scale, ln_bias)),
+  })
   compiled = {name: f.lower(*a).compile() for name, (f, a) in programs.items()}
   results = {name: [] for name in programs}
   for _ in range(args.repeats):
@@ -187,7 +215,7 @@ def main(argv=None):
   (v1, g1), (v2, g2) = (compiled[n](x, w) for n in list(programs)[1:3])
   np.testing.assert_allclose(v1, v2, rtol=1e-4)
   names = list(programs)
-  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15)):  # each rewrite: the same values
+  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16, 5), (17, 18)):  # each rewrite: the same values
     for u, v_ in zip(jax.tree.leaves(compiled[names[a]](*programs[names[a]][1])),
                      jax.tree.leaves(compiled[names[b2]](*programs[names[b2]][1]))):
       np.testing.assert_allclose(np.asarray(u), np.asarray(v_), rtol=1e-4, atol=1e-4)
@@ -217,6 +245,23 @@ def main(argv=None):
       ht.grad = None
       torch.nn.functional.gelu(ht).sum().backward()
     rows.append(('PyTorch GELU forward + backward', min(cpu_min(torch_gelu_grad, 1) for _ in range(args.repeats)), None))
+    qt, kt, vt = (torch.from_numpy(np.array(z)).permute(0, 2, 1, 3).contiguous().requires_grad_()
+                  for z in (q, k, v))
+
+    def torch_attention_grad():
+      qt.grad = kt.grad = vt.grad = None
+      probs = ((qt @ kt.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1)  # the official code's form
+      torch.square(probs @ vt).sum().backward()
+    rows.append(('PyTorch attention (4,394,12,64) fwd+bwd', min(cpu_min(torch_attention_grad, 1)
+                                                               for _ in range(args.repeats)), None))
+    lnt = torch.from_numpy(np.array(ln_x)).requires_grad_()
+    norm = torch.nn.LayerNorm(c, eps=1e-6)
+
+    def torch_layer_norm_grad():
+      lnt.grad = norm.weight.grad = norm.bias.grad = None
+      torch.square(norm(lnt)).sum().backward()
+    rows.append(('PyTorch LayerNorm (8,197,768) fwd+bwd', min(cpu_min(torch_layer_norm_grad, 1)
+                                                             for _ in range(args.repeats)), None))
   except ImportError:
     pass
   print(f'jax {jax.__version__}, min process CPU time of {args.repeats} calls'

@@ -1,5 +1,6 @@
-"""The CPU-step rewrites keep the model's values: `layers.matmul` (custom VJP), `layers.gelu`,
-`xla_attention` (heads first); and `laps_jax.cpu_defaults` respects the user's settings."""
+"""The CPU-step rewrites keep the model's values and gradients: `layers.matmul` (custom VJP),
+`layers.gelu`, `layers.layer_norm` (custom VJP), `xla_attention` (heads first, custom VJP); and
+`laps_jax.cpu_defaults` respects the user's settings."""
 import json
 import os
 import subprocess
