@@ -29,7 +29,11 @@
 7. The written-out backward passes: attention (heads first) with autodiff of its forward against
    `xla_attention`'s custom VJP (saved probabilities, dS = P ∘ (dP − rowsum(dP ∘ P)), queries
    pre-scaled), and LayerNorm with autodiff of the two-pass formula against `layers.layer_norm`'s
-   custom VJP; PyTorch's attention (the official code's form) and `nn.LayerNorm` for scale.
+   custom VJP; PyTorch's attention (the official code's form) and `nn.LayerNorm` for scale. In
+   the backward, dv = Pᵀ·dO contracting the (q, k) matrix over its rows against the same product
+   as (dOᵀ·P)ᵀ on a small transposed copy of dO; the forward alone with the probabilities
+   normalised (what a backward needs) against `xla_attention`'s forward, which divides the (q, d)
+   output instead.
 
 XLA:CPU's own flags: `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_dot` hands single
 dots to Eigen instead of YNNPACK; run this script with and without it to compare. The script does
@@ -207,6 +211,17 @@ def main(argv=None):
       'LayerNorm fwd+bwd, layers.layer_norm (custom VJP)': (
           ln_loss(lambda x, s, b: layer_norm(x, s, b, 1e-6)), (ln_x, ln_scale, ln_bias)),
   })
+  from laps_jax.models import softmax_attention  # pylint: disable=import-outside-toplevel
+  probs = jax.nn.softmax(jnp.asarray(rng.standard_normal((4, 12, 394, 394)), jnp.float32), axis=-1)
+  grad_out = jnp.asarray(rng.standard_normal((4, 12, 394, 64)), jnp.float32)
+  programs.update({  # 19-22: the backward's dv layout; the forward with and without a backward
+      'attention dv = Pᵀ·dO -> (b, k, H, d), P (4,12,394,394): einsum contracting P over its rows': (
+          jax.jit(lambda p, g: jnp.einsum('bhqk,bhqd->bhkd', p, g).transpose(0, 2, 1, 3)), (probs, grad_out)),
+      'attention dv as (dOᵀ·P)ᵀ on a transposed copy of dO (plain GEMM)': (
+          jax.jit(lambda p, g: jnp.matmul(jnp.swapaxes(g, 2, 3), p).transpose(0, 3, 1, 2)), (probs, grad_out)),
+      'attention forward, probabilities normalised (the forward kept for a backward)': (
+          jax.jit(lambda q, k, v: softmax_attention._attention_fwd(q, k, v, q.shape[-1] ** -0.5)[0]), (q, k, v)),  # pylint: disable=protected-access
+  })
   compiled = {name: f.lower(*a).compile() for name, (f, a) in programs.items()}
   results = {name: [] for name in programs}
   for _ in range(args.repeats):
@@ -215,7 +230,7 @@ def main(argv=None):
   (v1, g1), (v2, g2) = (compiled[n](x, w) for n in list(programs)[1:3])
   np.testing.assert_allclose(v1, v2, rtol=1e-4)
   names = list(programs)
-  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16, 5), (17, 18)):  # each rewrite: the same values
+  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16, 5), (17, 18), (19, 20), (21, 7)):  # each rewrite: the same values
     for u, v_ in zip(jax.tree.leaves(compiled[names[a]](*programs[names[a]][1])),
                      jax.tree.leaves(compiled[names[b2]](*programs[names[b2]][1]))):
       np.testing.assert_allclose(np.asarray(u), np.asarray(v_), rtol=1e-4, atol=1e-4)

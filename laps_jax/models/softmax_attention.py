@@ -93,7 +93,9 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax
   dS = P ∘ (dP − rowsum(dP ∘ P)), from the saved probabilities. Autodiff of the forward instead
   differentiates the softmax's division (an extra pass over the (len, len) logits) and, on XLA:CPU,
   materialises a broadcast of the scale into the logits fusion; this form runs forward + backward
-  ~1.2× faster on one core, at PyTorch's speed (experiments/xla_cpu_repro.py).
+  ~1.2× faster on one core, at PyTorch's speed (experiments/xla_cpu_repro.py). When nothing
+  differentiates it, the forward normalises the output instead of the probabilities
+  (`_attention_primal`).
   """
   return _attention(q, k, v, float(scale))
 
@@ -103,13 +105,31 @@ def _scale_is_exact(scale: float) -> bool:
   return math.frexp(scale)[0] == 0.5
 
 
-def _attention_fwd(q, k, v, scale):
+def _heads_first_logits(q, k, v, scale):
+  """q, k, v (b, len, H, d) -> (b, H, len, d) each, and the float32 logits (b, H, q, k)."""
   qh, kh, vh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
   if _scale_is_exact(scale):  # scale the (len, d) queries, not the (len, len) logits
     logits = jnp.einsum('bhqd,bhkd->bhqk', qh * jnp.asarray(scale, qh.dtype), kh,
                         preferred_element_type=jnp.float32)
   else:
     logits = jnp.einsum('bhqd,bhkd->bhqk', qh, kh, preferred_element_type=jnp.float32) * scale
+  return qh, kh, vh, logits
+
+
+def _attention_primal(q, k, v, scale):
+  """The forward when nothing differentiates it (evaluation, inference): the softmax's division
+  moves behind the second product, onto the (q, d) output instead of the (q, k) matrix, one pass
+  fewer over the largest array (forward −15 % on one core; equal within float32 rounding)."""
+  _, _, vh, logits = _heads_first_logits(q, k, v, scale)
+  unnormalised = jnp.exp(logits - logits.max(axis=-1, keepdims=True))
+  inverse_sum = 1.0 / unnormalised.sum(axis=-1, keepdims=True)  # (b, H, q, 1)
+  out = jnp.matmul(unnormalised.astype(v.dtype), vh) * inverse_sum.astype(v.dtype)
+  return out.transpose(0, 2, 1, 3)
+
+
+def _attention_fwd(q, k, v, scale):
+  """The forward under differentiation: keeps the normalised probabilities for the backward."""
+  qh, kh, vh, logits = _heads_first_logits(q, k, v, scale)
   probs = jax.nn.softmax(logits, axis=-1)  # (b, H, q, k) float32
   out = jnp.einsum('bhqk,bhkd->bhqd', probs.astype(v.dtype), vh)
   return out.transpose(0, 2, 1, 3), (qh, kh, vh, probs)
@@ -132,8 +152,7 @@ def _attention_bwd(scale, residuals, g):
   return back(dq), back_t(dk_t), back_t(dv_t)
 
 
-_attention = jax.custom_vjp(lambda q, k, v, scale: _attention_fwd(q, k, v, scale)[0],
-                            nondiff_argnums=(3,))
+_attention = jax.custom_vjp(_attention_primal, nondiff_argnums=(3,))
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
