@@ -34,6 +34,10 @@
    as (dOᵀ·P)ᵀ on a small transposed copy of dO; the forward alone with the probabilities
    normalised (what a backward needs) against `xla_attention`'s forward, which divides the (q, d)
    output instead.
+8. Row sums of a product, sum(a·b, -1) on the model's (1, 8, 197, 768) activations, as XLA:CPU's
+   YNNPACK reduce fusion against the same sums as an einsum (a dot), and sum(a·a, -1) for scale:
+   the product form runs ~25× slower than the other two (on the same data flattened to (1576, 768)
+   it does not; LayerNorm's backward needs such a sum, and `layers.layer_norm` takes the einsum).
 
 XLA:CPU's own flags: `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_dot` hands single
 dots to Eigen instead of YNNPACK; run this script with and without it to compare. The script does
@@ -222,6 +226,15 @@ def main(argv=None):
       'attention forward, probabilities normalised (the forward kept for a backward)': (
           jax.jit(lambda q, k, v: softmax_attention._attention_fwd(q, k, v, q.shape[-1] ** -0.5)[0]), (q, k, v)),  # pylint: disable=protected-access
   })
+  rows_a, rows_b = (jnp.asarray(rng.standard_normal((b, t, l, c)), jnp.float32) for _ in range(2))
+  programs.update({  # 22-24: row-wise sums of a product (LayerNorm's backward), (1, 8, 197, 768)
+      'row sums of a product, sum(a·b, -1), (1,8,197,768)': (
+          jax.jit(lambda a, b: jnp.sum(a * b, axis=-1)), (rows_a, rows_b)),
+      'the same row sums as einsum ...c,...c->... (a dot)': (
+          jax.jit(lambda a, b: jnp.einsum('...c,...c->...', a, b)), (rows_a, rows_b)),
+      'for scale: row sums of a square, sum(a·a, -1)': (
+          jax.jit(lambda a, b: jnp.sum(a * a, axis=-1)), (rows_a, rows_b)),
+  })
   compiled = {name: f.lower(*a).compile() for name, (f, a) in programs.items()}
   results = {name: [] for name in programs}
   for _ in range(args.repeats):
@@ -230,7 +243,7 @@ def main(argv=None):
   (v1, g1), (v2, g2) = (compiled[n](x, w) for n in list(programs)[1:3])
   np.testing.assert_allclose(v1, v2, rtol=1e-4)
   names = list(programs)
-  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16, 5), (17, 18), (19, 20), (21, 7)):  # each rewrite: the same values
+  for a, b2 in ((4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16, 5), (17, 18), (19, 20), (21, 7), (22, 23)):  # each rewrite: the same values
     for u, v_ in zip(jax.tree.leaves(compiled[names[a]](*programs[names[a]][1])),
                      jax.tree.leaves(compiled[names[b2]](*programs[names[b2]][1]))):
       np.testing.assert_allclose(np.asarray(u), np.asarray(v_), rtol=1e-4, atol=1e-4)
