@@ -38,6 +38,10 @@
    YNNPACK reduce fusion against the same sums as an einsum (a dot), and sum(a·a, -1) for scale:
    the product form runs ~25× slower than the other two (on the same data flattened to (1576, 768)
    it does not; LayerNorm's backward needs such a sum, and `layers.layer_norm` takes the einsum).
+9. LAPS against vit2d in one layer's attention: the forward of the leap-pair problem (4, 394, 12, 64)
+   against the per-frame problem (8, 197, 12, 64) of the same 8 frames: twice the products'
+   FLOPs and twice the softmax's elements, which the FLOP count of the whole model (1.041×) weighs
+   at the rate of the large GEMMs.
 
 XLA:CPU's own flags: `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_dot` hands single
 dots to Eigen instead of YNNPACK; run this script with and without it to compare. The script does
@@ -234,6 +238,12 @@ def main(argv=None):
           jax.jit(lambda a, b: jnp.einsum('...c,...c->...', a, b)), (rows_a, rows_b)),
       'for scale: row sums of a square, sum(a·a, -1)': (
           jax.jit(lambda a, b: jnp.sum(a * a, axis=-1)), (rows_a, rows_b)),
+  })
+  frame_q, frame_k, frame_v = (jnp.asarray(rng.standard_normal((8, 197, 12, 64)), jnp.float32)
+                               for _ in range(3))
+  programs.update({  # 25: the per-frame problem of the same 8 frames, for LAPS / vit2d
+      'attention forward only, xla_attention, per frame (8,197,12,64)': (
+          jax.jit(heads_first), (frame_q, frame_k, frame_v)),
   })
   compiled = {name: f.lower(*a).compile() for name, (f, a) in programs.items()}
   results = {name: [] for name in programs}
