@@ -220,8 +220,9 @@ def _split_params(state):
 # ---------------------------------------------------------------------------------------------
 def auto_batch(name: str, frames: int, args, memory_budget: int) -> int:
   """The largest batch (a multiple of 8, or a power of two below 8) whose train step XLA plans to
-  fit in `memory_budget`: memory is affine in the batch, so two compiles give the line and a third
-  checks the answer (stepping down while it does not fit)."""
+  fit in `memory_budget`. Memory is close to affine in the batch, so two compiles give the line;
+  XLA's buffer plan is not exactly affine, so the guess is then checked: stepped down while it does
+  not fit, and up while the next batch still fits."""
   def bytes_at(batch):
     c = _build_candidate(name, frames, batch, args, 2**62)
     return c.train_bytes if c is not None else 2**62
@@ -235,7 +236,11 @@ def auto_batch(name: str, frames: int, args, memory_budget: int) -> int:
   batch = batch - batch % 8 if batch >= 8 else 2 ** int(math.log2(max(batch, 1)))
   while batch > 1 and bytes_at(batch) > memory_budget:
     batch = batch - 8 if batch > 8 else batch // 2
-  return max(batch, 1)
+  batch = max(batch, 1)
+  step_up = lambda b: b + 8 if b >= 8 else b * 2
+  while bytes_at(step_up(batch)) <= memory_budget:
+    batch = step_up(batch)
+  return batch
 
 
 def _build_candidate(name: str, frames: int, batch: int, args, budget: int) -> Candidate | None:
