@@ -43,6 +43,7 @@ batch (a multiple of 8) that XLA plans to fit for every model, so the models com
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -223,6 +224,7 @@ def auto_batch(name: str, frames: int, args, memory_budget: int) -> int:
   fit in `memory_budget`. Memory is close to affine in the batch, so two compiles give the line;
   XLA's buffer plan is not exactly affine, so the guess is then checked: stepped down while it does
   not fit, and up while the next batch still fits."""
+  @functools.cache  # each call compiles the model; the search below revisits batches
   def bytes_at(batch):
     c = _build_candidate(name, frames, batch, args, 2**62)
     return c.train_bytes if c is not None else 2**62
