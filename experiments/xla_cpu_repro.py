@@ -36,8 +36,9 @@
    output instead.
 8. Row sums of a product, sum(a·b, -1) on the model's (1, 8, 197, 768) activations, as XLA:CPU's
    YNNPACK reduce fusion against the same sums as an einsum (a dot), and sum(a·a, -1) for scale:
-   the product form runs ~25× slower than the other two (on the same data flattened to (1576, 768)
-   it does not; LayerNorm's backward needs such a sum, and `layers.layer_norm` takes the einsum).
+   the product form runs ~11× slower than the einsum and ~20× slower than the square (on the same
+   data flattened to (1576, 768) it does not; LayerNorm's backward needs such a sum, and
+   `layers.layer_norm` takes the einsum).
 9. LAPS against vit2d in one layer's attention: the forward of the leap-pair problem (4, 394, 12, 64)
    against the per-frame problem (8, 197, 12, 64) of the same 8 frames: twice the products'
    FLOPs and twice the softmax's elements, which the FLOP count of the whole model (1.041×) weighs
@@ -222,7 +223,7 @@ def main(argv=None):
   from laps_jax.models import softmax_attention  # pylint: disable=import-outside-toplevel
   probs = jax.nn.softmax(jnp.asarray(rng.standard_normal((4, 12, 394, 394)), jnp.float32), axis=-1)
   grad_out = jnp.asarray(rng.standard_normal((4, 12, 394, 64)), jnp.float32)
-  programs.update({  # 19-22: the backward's dv layout; the forward with and without a backward
+  programs.update({  # 19-21: the backward's dv layout; the forward with and without a backward
       'attention dv = Pᵀ·dO -> (b, k, H, d), P (4,12,394,394): einsum contracting P over its rows': (
           jax.jit(lambda p, g: jnp.einsum('bhqk,bhqd->bhkd', p, g).transpose(0, 2, 1, 3)), (probs, grad_out)),
       'attention dv as (dOᵀ·P)ᵀ on a transposed copy of dO (plain GEMM)': (
