@@ -459,6 +459,7 @@ def test_a_skipped_micro_step_never_reaches_the_accumulator(tiny_config):
   config = tiny_config()
   config.optimizer.grad_accum_steps = 2
   config.skip_nonfinite_updates = 2
+  config.ema.decay = 0.5  # the EMA too must see only the real update (not nnx.Optimizer.step)
   config.schedule.update(dict(name='piecewise', base_lr=0.1, warmup_epochs=0.0, decay_epochs=()))
   config.model.update(dict(num_layers=1, leap_levels=(1,)))  # one block: compiles faster
   setup = setup_lib.set_up(config, 'train')
@@ -470,7 +471,7 @@ def test_a_skipped_micro_step_never_reaches_the_accumulator(tiny_config):
                 targets=np.eye(config.model.num_classes, dtype=np.float32)[labels])
   a, b = (batch(rng.normal(size=(8, 4, 16, 16, 3))) for _ in range(2))
   bad = batch(np.full((8, 4, 16, 16, 3), np.nan))
-  params = []
+  params, emas = [], []
   with mesh_lib.activate(setup.mesh, config.axis_rules):
     step = ts_lib.jit_train_step(setup.graphdef, setup.shardings, setup.mesh, skip_nonfinite=True)
     for batches in ([a, bad, b], [a, b]):
@@ -481,9 +482,14 @@ def test_a_skipped_micro_step_never_reaches_the_accumulator(tiny_config):
         skipped.append(float(metrics['skipped_updates']))
       assert skipped == ([0.0, 1.0, 0.0] if len(batches) == 3 else [0.0, 0.0])
       params.append(nnx.to_pure_dict(nnx.filter_state(state['model'], nnx.Param)))
+      emas.append(nnx.to_pure_dict(nnx.filter_state(state['ema']['model'], nnx.Param)))
+      assert int(state['ema']['count'][...]) == 1  # one real update in either run
     fresh = nnx.to_pure_dict(nnx.filter_state(
         ts_lib.create_train_state(setup.init_fn, setup.shardings)['model'], nnx.Param))
-  for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
+  for x, y in zip(jax.tree.leaves(params[0]) + jax.tree.leaves(emas[0]),
+                  jax.tree.leaves(params[1]) + jax.tree.leaves(emas[1])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for x, y in zip(jax.tree.leaves(emas[0]), jax.tree.leaves(params[0])):  # first update: a copy
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # and the update did happen: the parameters moved from the fresh ones
   assert any(not np.array_equal(np.asarray(x), np.asarray(y))

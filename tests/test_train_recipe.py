@@ -3,6 +3,7 @@ global batch."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -94,9 +95,9 @@ def test_learning_rate_scales_with_the_global_batch_per_update():
   assert float(schedule(10)) == pytest.approx(0.05)  # the peak after warm-up
 
 
-def test_ema_follows_each_optimizer_update_as_a_numpy_loop():
-  """ema = w after the first update, then d·ema + (1 − d)·w after each update; with accumulation
-  over 2 micro-steps only every second step updates (the weights change only then)."""
+def test_ema_follows_each_weight_update_as_a_numpy_loop():
+  """ema = w after the first update, then d·ema + (1 − d)·w after each update, and unchanged on a
+  micro-step that did not update the weights."""
   class Model(nnx.Module):
     def __init__(self, rngs):
       self.w = nnx.Param(jnp.zeros(3))
@@ -106,23 +107,23 @@ def test_ema_follows_each_optimizer_update_as_a_numpy_loop():
       self.model, self.ema = model, ema
 
   from laps_jax.train import ema as ema_lib
-  decay, every = 0.75, 2
+  decay = 0.75
   model = Model(nnx.Rngs(0))
-  graphdef, state = nnx.split(State(model, ema_lib.EMA(model, decay, every)))
+  graphdef, state = nnx.split(State(model, ema_lib.EMA(model, decay)))
 
   @jax.jit
-  def step(state, weights, micro_step):
+  def step(state, weights, updated):
     s = nnx.merge(graphdef, state)
     s.model.w[...] = weights
-    s.ema.update(s.model, micro_step)
+    s.ema.update(s.model, updated)
     return nnx.state(s)
 
   rng = np.random.default_rng(0)
   expected, updates = None, 0
-  for micro_step in range(1, 9):
+  for updated in (False, True, False, True, True, False, False, True):
     weights = rng.normal(size=3).astype(np.float32)
-    state = step(state, weights, jnp.int32(micro_step))
-    if micro_step % every == 0:
+    state = step(state, weights, jnp.bool_(updated))
+    if updated:
       expected = weights if expected is None else decay * expected + (1 - decay) * weights
       updates += 1
     if expected is not None:
@@ -130,6 +131,35 @@ def test_ema_follows_each_optimizer_update_as_a_numpy_loop():
     assert int(state['ema']['count'][...]) == updates
   swapped = ema_lib.as_model(state)
   np.testing.assert_allclose(swapped['model']['w'][...], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('accum', [1, 3])
+def test_weights_updated_follows_the_optimizer_through_dropped_micro_steps(accum):
+  """train_state.weights_updated against a plain loop of what apply_if_finite + MultiSteps do:
+  a dropped (non-finite) micro-step neither updates nor counts towards the accumulation, and
+  whenever it says the weights changed they did (and only then)."""
+  from laps_jax.train import train_state as ts_lib
+  inner = optax.sgd(0.1, momentum=0.9)
+  if accum > 1:
+    inner = optax.MultiSteps(inner, every_k_schedule=accum)
+  tx = optax.apply_if_finite(inner, max_consecutive_errors=5)
+
+  class Model(nnx.Module):
+    def __init__(self):
+      self.w = nnx.Param(jnp.ones(3))
+
+  optimizer = nnx.Optimizer(model := Model(), tx, wrt=nnx.Param)
+  finite_pattern = [True, False, True, True, False, True, True, True, False, True, True, True]
+  reached = 0  # micro-steps that reached the inner optimizer
+  for i, finite in enumerate(finite_pattern):
+    grad = jnp.full(3, float(i + 1) if finite else jnp.nan)
+    before = np.asarray(model.w[...])
+    optimizer.update(model, nnx.State({'w': nnx.Param(grad)}))
+    updated = bool(ts_lib.weights_updated(optimizer.opt_state, jnp.bool_(finite)))
+    reached += finite
+    assert updated == (finite and reached % accum == 0), i
+    assert updated == (not np.array_equal(before, np.asarray(model.w[...]))), i
+  assert int(optimizer.step[...]) == len(finite_pattern)  # why the EMA cannot use the step count
 
 
 EMA_SHARDING_SCRIPT = r'''

@@ -5,8 +5,9 @@ config.ema.decay = d > 0 turns it on (0 = off, the default). After every optimiz
     ema = d · ema + (1 − d) · weights          (optax.incremental_update, step size 1 − d)
 
 over the model's WEIGHTS (parameters and BatchNorm statistics, `laps_jax.named_params`); the
-first update copies the weights (so `init_from` needs no special case). With gradient
-accumulation the weights change once per `grad_accum_steps` micro-steps, and so does the EMA.
+first update copies the weights (so `init_from` needs no special case). The EMA moves only when
+the weights did (`train_state.weights_updated`): once per `grad_accum_steps` micro-steps with
+gradient accumulation, and never on a micro-step that config.skip_nonfinite_updates dropped.
 
 The EMA lives in the train state as `state['ema']`: an `EMA` module whose `model` is a clone of
 the train model, so it is built under the same logical axis rules and sharded exactly like the
@@ -28,21 +29,18 @@ class EMACount(nnx.Variable):
 
 
 class EMA(nnx.Module):
-  """`model`: a copy of the train model holding the averaged weights; `decay` and `every` (the
-  optimizer's micro-steps per update) are static."""
+  """`model`: a copy of the train model holding the averaged weights; `decay` is static."""
 
-  def __init__(self, model: nnx.Module, decay: float, every: int = 1):
+  def __init__(self, model: nnx.Module, decay: float):
     if not 0.0 < decay < 1.0:
       raise ValueError(f'config.ema.decay must be in (0, 1) (0 = off), got {decay}')
     self.model = nnx.clone(model)
     self.decay = float(decay)
-    self.every = int(every)
     self.count = EMACount(jnp.zeros((), jnp.int32))
 
-  def update(self, model: nnx.Module, optimizer_step: jax.Array) -> None:
-    """Moves the average towards `model`'s weights, if the optimizer has just updated them
-    (`optimizer_step`, its micro-step count after the update, is a multiple of `every`)."""
-    updated = optimizer_step % self.every == 0
+  def update(self, model: nnx.Module, updated: jax.Array) -> None:
+    """Moves the average towards `model`'s weights if `updated` (bool scalar): the optimizer has
+    just changed them (`train_state.weights_updated`)."""
     first = self.count[...] == 0
     step_size = jnp.where(updated, jnp.where(first, 1.0, 1.0 - self.decay), 0.0)
     weights = nnx.state(model, named_params.WEIGHTS)
@@ -52,10 +50,10 @@ class EMA(nnx.Module):
     self.count[...] += updated.astype(jnp.int32)
 
 
-def maybe_create(model: nnx.Module, ema_config, grad_accum_steps: int) -> EMA | None:
+def maybe_create(model: nnx.Module, ema_config) -> EMA | None:
   """The EMA of `model` when config.ema.decay > 0, else None."""
   decay = float(ema_config.decay) if ema_config is not None else 0.0
-  return EMA(model, decay, grad_accum_steps) if decay > 0 else None
+  return EMA(model, decay) if decay > 0 else None
 
 
 def has_ema(state) -> bool:

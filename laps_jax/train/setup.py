@@ -214,8 +214,7 @@ def set_up(config, mode: str, workdir: str | None = None) -> Setup:
     total_steps, steps_per_epoch = run_length(
         config, _num_train_examples(config, required=mode == 'train'))
     tx, schedule = make_optimizer(config, total_steps, steps_per_epoch)
-  init_fn = ts_lib.make_init_fn(config.model, tx, config.seed, config.get('ema'),
-                                config.optimizer.grad_accum_steps)
+  init_fn = ts_lib.make_init_fn(config.model, tx, config.seed, config.get('ema'))
   with mesh_lib.activate(mesh, config.axis_rules):
     mesh_lib.check_rules(config.axis_rules, _logical_names(config))
     graphdef, abstract_state = ts_lib.abstract_train_state(init_fn, mesh)

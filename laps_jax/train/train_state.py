@@ -36,14 +36,14 @@ class TrainState(nnx.Module):
 
 
 def make_init_fn(model_config, tx: optax.GradientTransformation | None,
-                 seed: int, ema_config=None, grad_accum_steps: int = 1) -> Callable[[], TrainState]:
+                 seed: int, ema_config=None) -> Callable[[], TrainState]:
   """A function that builds a fresh TrainState (run it under the mesh and the axis rules).
   With `tx=None` the state has no optimizer: what evaluation needs. With `ema_config.decay` > 0
   it holds an EMA of the weights too."""
   def init() -> TrainState:
     model = models.build(model_config, nnx.Rngs(params=seed, dropout=seed + 1))
     optimizer = None if tx is None else nnx.Optimizer(model, tx, wrt=nnx.Param)
-    return TrainState(model, optimizer, ema_lib.maybe_create(model, ema_config, grad_accum_steps))
+    return TrainState(model, optimizer, ema_lib.maybe_create(model, ema_config))
   return init
 
 
@@ -110,7 +110,10 @@ def train_step(graphdef, state, batch: dict[str, jax.Array], *, skip_nonfinite: 
   params_before = nnx.as_pure(nnx.state(ts.model, nnx.Param))
   updates = ts.optimizer.update(ts.model, grads)
   if ts.ema is not None:
-    ts.ema.update(ts.model, ts.optimizer.step[...])
+    # apply_if_finite (max_consecutive_errors=0 when not skipping) applies every micro-step that
+    # is finite or, when not skipping, every one; nnx.Optimizer.step counts dropped ones too.
+    reached_optimizer = finite if skip_nonfinite else jnp.bool_(True)
+    ts.ema.update(ts.model, weights_updated(ts.optimizer.opt_state, reached_optimizer))
   metrics = {
       'loss': loss,
       'top1': _topk_correct(logits, batch['labels'], 1).mean(),
@@ -121,6 +124,17 @@ def train_step(graphdef, state, batch: dict[str, jax.Array], *, skip_nonfinite: 
   if skip_nonfinite:
     metrics['skipped_updates'] = 1.0 - finite.astype(jnp.float32)
   return nnx.state(ts), metrics
+
+
+def weights_updated(opt_state, reached_optimizer: jax.Array) -> jax.Array:
+  """Whether the micro-step just taken changed the weights (bool scalar): it reached the inner
+  optimizer (`reached_optimizer`: not dropped by `optax.apply_if_finite`) and, with gradient
+  accumulation, completed an update: `optax.MultiSteps` counts only the micro-steps that reach it
+  and its `mini_step` is back at 0 exactly when it has just applied the accumulated update."""
+  mini_step = optax.tree_utils.tree_get(opt_state, 'mini_step', None)
+  if mini_step is None:  # no accumulation: every micro-step that reaches the optimizer updates
+    return reached_optimizer
+  return reached_optimizer & (mini_step[...] == 0)
 
 
 def aggregate_views(logits: jax.Array, how: str) -> jax.Array:
