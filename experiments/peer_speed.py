@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ import types
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script: make `experiments` and `laps_jax` importable
   sys.path.insert(0, REPO)
+from experiments import host_cpu  # pylint: disable=wrong-import-position
+
 FRAMEWORKS = ('ours', 'official')
 MODELS = ('laps', 'vit2d')
 LAPS_LEVELS = [1, 2, 3, 1]
@@ -87,6 +88,20 @@ def import_official_vit_laps(checkout: str):
   return vit_laps
 
 
+GEMM_SHAPE = (8 * 197, 768, 3072)  # (M, K, N) of the step's largest GEMMs: the MLP of 8 frames
+
+
+def gemm_gflops(matmul, calls: int = 10) -> float:
+  """GFLOP/s of the framework's own float32 GEMM on GEMM_SHAPE, the best of `calls`: the rate its
+  BLAS reaches on this CPU, which sets most of the step's time. `matmul()` runs one product and
+  waits for it."""
+  for _ in range(2):
+    matmul()
+  best = min(_timed(matmul, calls, 0))[0]
+  m, k, n = GEMM_SHAPE
+  return 2 * m * k * n / best / 1e9
+
+
 def run_official(args) -> dict:
   import contextlib  # pylint: disable=import-outside-toplevel
   import io  # pylint: disable=import-outside-toplevel
@@ -120,8 +135,13 @@ def run_official(args) -> dict:
     loss.backward()
     optimizer.step()
 
+  m, k, n = GEMM_SHAPE
+  a, b_ = torch.randn(m, k), torch.randn(k, n)
+  blas = [line.strip(' -') for line in torch.__config__.show().splitlines() if 'Math Kernel' in line or 'BLAS_INFO' in line]
   result = {'threads': torch.get_num_threads(), 'version': f'torch {torch.__version__}',
-            'parameters': sum(p.numel() for p in model.parameters())}
+            'parameters': sum(p.numel() for p in model.parameters()),
+            'cpu_capability': torch.backends.cpu.get_cpu_capability(), 'blas': blas[:1],
+            'gemm_gflops': gemm_gflops(lambda: a @ b_)}
   if 'forward' in args.programs:
     result['forward'] = _timed(forward, args.calls, args.warmup)
   if 'train' in args.programs:
@@ -159,6 +179,10 @@ def run_ours(args) -> dict:
             'version': f'jax {jax.__version__}', 'cpu_defaults': applied,
             'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'parameters': sum(x.size for x in jax.tree.leaves(params))}
+  m, k, n = GEMM_SHAPE
+  a, b_ = jnp.ones((m, k)), jnp.ones((k, n))
+  matmul = jax.jit(jnp.matmul)
+  result['gemm_gflops'] = gemm_gflops(lambda: jax.block_until_ready(matmul(a, b_)))
   if 'forward' in args.programs:
     forward = jax.jit(forward_params_fn(graphdef))
     result['forward'] = _timed(lambda: jax.block_until_ready(forward(params, rest, videos)),
@@ -232,11 +256,13 @@ def run(args) -> dict:
                   'image_size': args.image_size, 'batch': args.batch, 'dtype': 'float32',
                   'repeats': args.repeats, 'calls_per_process': args.calls, 'warmup_calls': args.warmup,
                   'threads': args.threads, 'pin_cpu': args.pin_cpu, 'clock': args.clock,
-                  'baseline': args.baseline, 'ours_xla_flags': args.ours_xla_flags, 'machine': platform.processor() or platform.machine(),
+                  'baseline': args.baseline, 'ours_xla_flags': args.ours_xla_flags, 'cpu': host_cpu.describe(),
                   'cpus': len(os.sched_getaffinity(0)),
                   'load_average_1min': [load_before, os.getloadavg()[0]],
                   'versions': {k: runs[k][0]['version'] for k in runs}},
       'table': table,
+      'gemm_gflops': {fw: statistics.median(r['gemm_gflops'] for m in args.models for r in runs[f'{fw}/{m}'])
+                      for fw in frameworks if all('gemm_gflops' in r for m in args.models for r in runs[f'{fw}/{m}'])},
       'runs': runs,
   }
 
@@ -256,6 +282,15 @@ def markdown(result: dict) -> str:
       f"brackets; ratio < 1: ours faster. 1-min load average {s['load_average_1min'][0]:.1f} before, "
       f"{s['load_average_1min'][1]:.1f} after."
       + (f" Ours with XLA_FLAGS={s['ours_xla_flags']}." if s.get('ours_xla_flags') else ''),
+      '',
+      f"CPU: {host_cpu.summary(s['cpu'])}." if 'cpu' in s else 'CPU: not recorded.',
+  ]
+  if result.get('gemm_gflops'):
+    m, k, n = GEMM_SHAPE
+    lines.append(f"Float32 GEMM ({m}×{k})·({k}×{n}) in each worker, best of 10 calls, median over "
+                 "workers: " + ', '.join(f'{fw} {g:.0f} GFLOP/s' for fw, g in result['gemm_gflops'].items())
+                 + '.')
+  lines += [
       '',
       '| model | program | official (s) | ours (s) | ours / official |'
       + (' baseline (s) | baseline / official |' if baseline else ''),

@@ -47,7 +47,6 @@ import functools
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -63,6 +62,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments import host_cpu
 from experiments.flops_params import count_matmul_macs, forward_fn, video_spec
 from experiments.model_configs import model_config
 from laps_jax import models
@@ -329,7 +329,7 @@ def run_sweep(args) -> dict[str, Any]:
       'backend': jax.default_backend(),
       'device': jax.devices()[0].device_kind,
       'device_count': jax.device_count(),
-      'cpu': platform.processor() or platform.machine(),
+      'cpu': host_cpu.describe(),
       'cpu_count': os.cpu_count(),
       'load_average_1min_before_after': [load_before, os.getloadavg()[0]],
       'jax': jax.__version__,
@@ -484,7 +484,8 @@ def main(argv=None) -> dict[str, Any]:
   result = run_sweep(args)
   table = markdown_table(result)
   meta = result['meta']
-  header = (f"`{meta['command']}` — {meta['device']} ({meta['backend']}, {meta['cpu_count']} CPU cores), "
+  cpu = host_cpu.summary(meta['cpu']) if isinstance(meta.get('cpu'), dict) else meta.get('cpu', '?')
+  header = (f"`{meta['command']}` — {meta['device']} ({meta['backend']}, {meta['cpu_count']} CPU cores: {cpu}), "
             f"jax {meta['jax']}, {meta['size']} @ {meta['image_size']}², {meta['dtype']}, "
             f"load average {meta['load_average_1min_before_after'][0]:.1f} → "
             f"{meta['load_average_1min_before_after'][1]:.1f}; "
