@@ -1,6 +1,8 @@
 """The grain pipeline on a tiny prepared synthetic_motion: batches, determinism, resumption, eval."""
 
 import os
+import subprocess
+import sys
 
 import grain.python as grain
 import jax
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from conftest import REPO, python_env
 from laps_jax.data import augment
 from laps_jax.data import device_augment
 from laps_jax.data import loaders
@@ -310,3 +313,46 @@ def test_multi_view_host_buffers_of_the_laps_vitb_test_stay_under_2_gb():
   assert figures['video'] == video
   assert figures['workers'] == int(c.data.num_workers) * 2 * video
   assert figures['total'] == (2 * int(c.data.num_workers) + 2 * 16 + 1) * video < 2e9
+
+
+SHARED_MEMORY_SCRIPT = r'''
+import sys
+import jax
+from test_data_pipeline import config
+from laps_jax.data import pipeline
+
+
+def main(data_dir):
+  c = config(data_dir, num_workers=1, prefetch=2)
+  for multi_view in (False, True):  # every pass runs to its end, as an evaluation does
+    batches = list(pipeline.make_eval_loader(c, split='validation', global_batch_size=8,
+                                             multi_view=multi_view))
+    assert sum(len(b['labels']) for b in batches) == 24, [len(b['labels']) for b in batches]
+  mesh = jax.sharding.Mesh(jax.devices(), ('data',))
+  train = pipeline.DevicePrefetcher(
+      iter(pipeline.make_train_loader(c, global_batch_size=8, seed=0, num_classes=6)),
+      put=lambda batch: pipeline.to_global(batch, mesh), size=2)
+  held = [next(train) for _ in range(3)]  # device arrays that may alias the workers' memory
+  del held
+  train.close()
+  print('OK')
+
+
+if __name__ == '__main__':  # the workers are spawned: they re-import this file
+  main(sys.argv[1])
+'''
+
+
+def test_loaders_with_workers_leave_no_shared_memory_behind(data_dir, tmp_path):
+  """Full eval passes and a closed train prefetcher leave no shared-memory block for
+  multiprocessing's resource_tracker to report as leaked at exit (`worker_lifetime.
+  release_shared_memory`; grain keeps the last element of a pass in a reference cycle and unlinks
+  on a background thread)."""
+  script = tmp_path / 'shared_memory_probe.py'
+  script.write_text(SHARED_MEMORY_SCRIPT)
+  env = python_env()
+  env['PYTHONPATH'] = os.pathsep.join([os.path.join(REPO, 'tests'), env['PYTHONPATH']])
+  result = subprocess.run([sys.executable, str(script), data_dir], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-4000:]
+  assert 'leaked shared_memory' not in result.stderr, result.stderr[-2000:]

@@ -148,6 +148,7 @@ class EvalBatches:
       yield from self._batches(elements)
     finally:  # also when the caller stops early (eval.max_batches): end the workers now
       elements.close()
+      worker_lifetime.release_shared_memory()
 
   def _batches(self, elements):
     while True:

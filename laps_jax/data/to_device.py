@@ -14,6 +14,8 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from laps_jax.data import worker_lifetime
+
 
 def to_global(batch: Mapping[str, np.ndarray], mesh, batch_axes=None) -> dict:
   """Local batch parts of all processes -> global jax.Arrays sharded on `batch_axes` (dim 0).
@@ -38,6 +40,16 @@ class _Failed:
 
 
 _END = object()
+
+
+class _ClosedIterator:
+  """What a closed DevicePrefetcher iterates: nothing, and says so."""
+
+  def __next__(self):
+    raise RuntimeError('this DevicePrefetcher is closed')
+
+  def set_state(self, state):
+    raise RuntimeError('this DevicePrefetcher is closed')
 
 
 class DevicePrefetcher:
@@ -121,6 +133,10 @@ class DevicePrefetcher:
     host = getattr(self._iterator, '_iterator', self._iterator)
     if callable(getattr(host, 'close', None)):
       host.close()
+    # grain's iterators keep the elements they had fetched ahead (shared memory with workers) until
+    # they are freed: drop ours now, not when the caller drops this object (`get_state` still works).
+    self._iterator = _ClosedIterator()
+    worker_lifetime.release_shared_memory()
 
   def _stop_thread(self) -> None:
     """Stops the thread (the batches made ahead are dropped; the state stays the consumed one)."""

@@ -15,17 +15,22 @@ process decides when to stop (laps_jax/train/preemption.py), and with several pr
 keep fetching batches until they agree on the step to save at. They still end with the loader
 (grain's close joins them, then SIGKILLs) or with their parent (above).
 
+What the workers hand over lives in shared memory, unlinked when the main process frees it:
+`release_shared_memory` makes that happen when a loader ends, not at exit.
+
 `worker_init_fn` is for `IterDataset.mp_prefetch`; grain's `DataLoader` takes no initializer,
 so its pipeline carries `InitWorker`, an identity transform that runs the same on unpickling in
 a worker (grain unpickles the pipeline once per worker, before the first element).
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
 import threading
 
+import grain.multiprocessing as grain_multiprocessing
 import grain.python as grain
 
 
@@ -64,3 +69,20 @@ class InitWorker(grain.MapTransform):
 
   def map(self, element):
     return element
+
+
+def release_shared_memory(timeout_s: float = 10.0) -> None:
+  """Unlinks now the shared memory that finished loader iterators still hold (call it when one ends).
+
+  What a worker hands over is a shared-memory block, unlinked when the main process frees the
+  array. grain 0.2.18 delays that twice: (1) its thread prefetch keeps the exception that ended
+  the iteration, whose traceback holds the producer frame and so the last element, in a reference
+  cycle that only the cyclic GC frees; (2) it unlinks on a background thread. Blocks still held or
+  queued at exit are what multiprocessing's resource_tracker reports as "leaked shared_memory
+  objects" (the tracker then unlinks them). So: one GC pass, then wait until that thread has done
+  what is queued (it runs in order: a no-op queued behind them ends last).
+  """
+  gc.collect()
+  deleter = getattr(grain_multiprocessing.SharedMemoryArray, '_del_thread_pool', None)
+  if deleter is not None:  # None until a loader with workers has run; absent in other grain versions
+    deleter.apply_async(int).wait(timeout_s)
