@@ -131,16 +131,18 @@ def make_eval_loader(data_config, *, split: str, global_batch_size: int, multi_v
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
                                                                per_worker_buffer_size=1),
                                   worker_init_fn=worker_lifetime.worker_init_fn())
-  return EvalBatches(dataset, local_batch)
+  return EvalBatches(dataset, local_batch, from_workers=workers > 0)
 
 
 class EvalBatches:
   """Batches of `batch_size` elements of a grain dataset, each element copied into a batch array
   allocated once (grain's `batch` would hold the element list and the stacked copy together).
-  Iterable any number of times; each pass starts from the first element (and its workers)."""
+  Iterable any number of times; each pass starts from the first element (and its workers).
+  `from_workers`: the elements come from worker processes, in shared memory released after each
+  pass (`worker_lifetime.release_shared_memory`, a GC pass: skipped when there is none)."""
 
-  def __init__(self, dataset, batch_size: int):
-    self.dataset, self.batch_size = dataset, batch_size
+  def __init__(self, dataset, batch_size: int, from_workers: bool = False):
+    self.dataset, self.batch_size, self.from_workers = dataset, batch_size, from_workers
 
   def __iter__(self):
     elements = iter(self.dataset)
@@ -148,7 +150,8 @@ class EvalBatches:
       yield from self._batches(elements)
     finally:  # also when the caller stops early (eval.max_batches): end the workers now
       elements.close()
-      worker_lifetime.release_shared_memory()
+      if self.from_workers:
+        worker_lifetime.release_shared_memory()
 
   def _batches(self, elements):
     while True:
